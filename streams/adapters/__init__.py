@@ -1,0 +1,1 @@
+"""The only network code: DNS and SMTP adapters that return core values."""
