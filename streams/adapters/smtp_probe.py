@@ -1,0 +1,368 @@
+"""SMTP probe sessions over aiosmtplib: EHLO, MAIL FROM, RCPT TO…, RSET, QUIT.
+
+Never DATA: a probe asks the mail host whether it would accept each
+recipient and stops there. aiosmtplib raises on every non-2xx reply; this
+module catches those exceptions once and returns the replies as
+:class:`~streams.core.replies.SmtpReply` values (STYLE rule 3), so the rest of
+mxprobe sees only values.
+
+A session carries many recipients (across domains served by the same host):
+up to ``rcpt_per_transaction`` RCPTs per MAIL transaction, RSET between
+transactions. If the host drops the connection after some replies, the
+remaining recipients go to a new session, as long as every session makes
+progress. Reply sizes are bounded by aiosmtplib (8 KiB a line, 32 KiB a reply).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
+from streams.core.verdict import SessionFailure
+
+__all__ = ["ProbeConfig", "ProbeOutcome", "RcptOutcome", "SmtpProber", "Target"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """What a probe session needs from Settings."""
+
+    port: int = 25
+    helo: str = "localhost"
+    mail_from: str | None = None  # used when the host refuses the null sender
+    timeout: float = 10.0  # per phase: connect+banner, each command
+    starttls: bool = False
+    source_address: str | None = None
+    rcpt_per_transaction: int = 50
+    max_sessions: int = 10  # sessions one batch may open after drops (progress required)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One address of one mail host to connect to."""
+
+    host: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class RcptOutcome:
+    """What happened to one recipient: a reply (with its phase) or a failure."""
+
+    recipient: str
+    reply: SmtpReply | None = None
+    phase: Phase = Phase.RCPT
+    failure: SessionFailure | None = None
+    target: Target | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ProbeOutcome:
+    """The outcome of every recipient of a batch, and what it cost."""
+
+    results: dict[str, RcptOutcome] = field(default_factory=dict)
+    sessions: int = 0  # sessions in which EHLO succeeded
+    connections: int = 0  # TCP connections attempted
+
+
+class _SessionEnded(Exception):
+    """A session cannot go on; ``outcome`` is what every unanswered recipient gets."""
+
+    def __init__(self, outcome: RcptOutcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
+class SmtpProber:
+    """Runs probe sessions against a mail host's addresses."""
+
+    def __init__(self, config: ProbeConfig) -> None:
+        self._config = config
+
+    async def probe(
+        self, targets: Sequence[Target], recipients: Sequence[str], *, smtputf8: bool = False
+    ) -> ProbeOutcome:
+        """Ask the first reachable target about every recipient.
+
+        Targets are tried in order; the next one is used when a connection
+        fails or the banner is not 220 (a 421 in particular). ``smtputf8``
+        says some recipient needs the SMTPUTF8 extension (RFC 6531).
+
+        Returns:
+            One :class:`RcptOutcome` per recipient (never raises for what a
+            server does).
+        """
+        outcome = ProbeOutcome()
+        pending = list(dict.fromkeys(recipients))
+        start = 0
+        while pending:
+            if outcome.sessions >= self._config.max_sessions:
+                _fill(
+                    outcome,
+                    pending,
+                    RcptOutcome(
+                        "",
+                        failure=SessionFailure.DISCONNECTED,
+                        detail=f"The host dropped {outcome.sessions} sessions in a row.",
+                    ),
+                )
+                break
+            connected = await self._connect(targets, start, outcome)
+            if isinstance(connected, RcptOutcome):
+                _fill(outcome, pending, connected)
+                break
+            smtp, start = connected  # a reconnect goes back to the host that answered
+            answered_before = len(outcome.results)
+            dropped: RcptOutcome | None = None
+            try:
+                await self._session(smtp, targets[start], pending, outcome, smtputf8=smtputf8)
+            except _SessionEnded as ended:
+                if ended.outcome.failure is SessionFailure.DISCONNECTED:
+                    dropped = ended.outcome  # the rest go to a new session
+                else:
+                    _fill(outcome, pending, ended.outcome)
+            finally:
+                await _close(smtp, self._config.timeout)
+            pending = [r for r in pending if r not in outcome.results]
+            if pending and len(outcome.results) == answered_before:
+                _fill(
+                    outcome,
+                    pending,
+                    dropped
+                    or RcptOutcome(
+                        "",
+                        failure=SessionFailure.DISCONNECTED,
+                        target=targets[start],
+                        detail="The host ended the session before answering any recipient.",
+                    ),
+                )
+                break
+        return outcome
+
+    async def _connect(
+        self, targets: Sequence[Target], start: int, outcome: ProbeOutcome
+    ) -> tuple[aiosmtplib.SMTP, int] | RcptOutcome:
+        """Connect and say EHLO (HELO as fallback), failing over across targets."""
+        last = RcptOutcome("", failure=SessionFailure.CONNECTION_FAILED, detail="No targets.")
+        for index in range(start, len(targets)):
+            target = targets[index]
+            outcome.connections += 1
+            result = await self._open(target)
+            if isinstance(result, aiosmtplib.SMTP):
+                outcome.sessions += 1
+                return result, index
+            last = result
+            log.debug("smtp.failover", extra={"host": target.host, "address": target.address})
+        return last
+
+    async def _open(self, target: Target) -> aiosmtplib.SMTP | RcptOutcome:
+        config = self._config
+        smtp = aiosmtplib.SMTP(
+            hostname=target.address,
+            port=config.port,
+            local_hostname=config.helo,
+            source_address=(config.source_address, 0) if config.source_address else None,
+            timeout=config.timeout,
+            use_tls=False,
+            start_tls=False,
+            validate_certs=False,
+        )
+        try:
+            await smtp.connect()
+            await _greet(smtp, config.helo)
+            if config.starttls and smtp.supports_extension("starttls"):
+                await smtp.starttls(validate_certs=False)
+                await _greet(smtp, config.helo)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            return RcptOutcome(
+                "",
+                reply=SmtpReply.from_message(exc.code, exc.message),
+                phase=Phase.CONNECT,
+                target=target,
+            )
+        except aiosmtplib.SMTPHeloError as exc:
+            await _close(smtp, config.timeout)
+            return RcptOutcome(
+                "",
+                reply=SmtpReply.from_message(exc.code, exc.message),
+                phase=Phase.EHLO,
+                target=target,
+            )
+        except aiosmtplib.SMTPTimeoutError:
+            smtp.close()
+            return RcptOutcome(
+                "",
+                failure=SessionFailure.TIMEOUT,
+                target=target,
+                detail=f"No greeting from {target.host} ({target.address}) "
+                f"within {config.timeout:g} s.",
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            return RcptOutcome(
+                "",
+                failure=SessionFailure.CONNECTION_FAILED,
+                target=target,
+                detail=f"Could not connect to {target.host} ({target.address}:{config.port}): "
+                f"{_describe(exc)}.",
+            )
+        return smtp
+
+    async def _session(
+        self,
+        smtp: aiosmtplib.SMTP,
+        target: Target,
+        pending: list[str],
+        outcome: ProbeOutcome,
+        *,
+        smtputf8: bool,
+    ) -> None:
+        """Run MAIL/RCPT transactions until every pending recipient has a reply."""
+        config = self._config
+        utf8 = smtputf8 and smtp.supports_extension("smtputf8")
+        queue = list(pending)
+        if smtputf8 and not utf8:
+            for recipient in [r for r in queue if not r.isascii()]:
+                outcome.results[recipient] = RcptOutcome(
+                    recipient,
+                    failure=SessionFailure.PROTOCOL_ERROR,
+                    target=target,
+                    detail="The host does not support SMTPUTF8 (RFC 6531), "
+                    "which this address needs.",
+                )
+                queue.remove(recipient)
+        first_transaction = True
+        while queue:
+            if not first_transaction:
+                await self._rset(smtp, target)
+            first_transaction = False
+            await self._mail_from(smtp, target, utf8=utf8)
+            batch, queue = (
+                queue[: config.rcpt_per_transaction],
+                queue[config.rcpt_per_transaction :],
+            )
+            for position, recipient in enumerate(batch):
+                reply = await self._rcpt(smtp, target, recipient, utf8=utf8)
+                reply_class = classify(reply, Phase.RCPT)
+                if reply_class is ReplyClass.TOO_MANY_RECIPIENTS and position > 0:
+                    # RFC 5321 §4.5.3.1.10: start a new transaction for the rest.
+                    queue = batch[position:] + queue
+                    break
+                outcome.results[recipient] = RcptOutcome(recipient, reply=reply, target=target)
+                if reply_class is ReplyClass.RATE_LIMITED or not smtp.is_connected:
+                    # 421 closes the session (RFC 5321 §3.8); the rest were not asked.
+                    if reply_class is ReplyClass.RATE_LIMITED:
+                        raise _SessionEnded(RcptOutcome("", reply=reply, target=target))
+                    return
+
+    async def _mail_from(self, smtp: aiosmtplib.SMTP, target: Target, *, utf8: bool) -> None:
+        options = ["SMTPUTF8"] if utf8 else []
+        try:
+            await smtp.mail("", options=options, encoding="utf-8" if utf8 else "ascii")
+            return
+        except aiosmtplib.SMTPSenderRefused as exc:
+            reply = SmtpReply.from_message(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._ended(target, Phase.MAIL, exc) from exc
+        mail_from = self._config.mail_from
+        if classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED or not mail_from:
+            raise _SessionEnded(RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target))
+        await self._rset(smtp, target)
+        try:
+            await smtp.mail(mail_from, options=options, encoding="utf-8" if utf8 else "ascii")
+        except aiosmtplib.SMTPSenderRefused as exc:
+            reply = SmtpReply.from_message(exc.code, exc.message)
+            raise _SessionEnded(
+                RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target)
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._ended(target, Phase.MAIL, exc) from exc
+
+    async def _rcpt(
+        self, smtp: aiosmtplib.SMTP, target: Target, recipient: str, *, utf8: bool
+    ) -> SmtpReply:
+        try:
+            response = await smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            return SmtpReply.from_message(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, UnicodeError) as exc:
+            raise self._ended(target, Phase.RCPT, exc) from exc
+        return SmtpReply.from_message(response.code, response.message)
+
+    async def _rset(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
+        phase = Phase.RSET
+        try:
+            await smtp.rset()
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:
+                raise self._ended(target, phase, exc) from exc
+            reply = SmtpReply.from_message(exc.code, exc.message)
+            raise _SessionEnded(RcptOutcome("", reply=reply, phase=phase, target=target)) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._ended(target, phase, exc) from exc
+
+    def _ended(self, target: Target, phase: Phase, exc: BaseException) -> _SessionEnded:
+        """Translate a foreign error mid-session into the outcome of the unanswered."""
+        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+            failure = SessionFailure.TIMEOUT
+            detail = (
+                f"{target.host} did not answer {phase.value.upper()} "
+                f"within {self._config.timeout:g} s."
+            )
+        elif isinstance(exc, aiosmtplib.SMTPResponseException):
+            failure = SessionFailure.PROTOCOL_ERROR
+            detail = f"{target.host} sent an invalid reply to {phase.value.upper()}: {exc.message}."
+        elif isinstance(exc, UnicodeError):
+            failure = SessionFailure.PROTOCOL_ERROR
+            detail = "The address cannot be sent without SMTPUTF8."
+        else:
+            failure = SessionFailure.DISCONNECTED
+            detail = f"{target.host} closed the connection during {phase.value.upper()}."
+        return _SessionEnded(
+            RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail)
+        )
+
+
+async def _greet(smtp: aiosmtplib.SMTP, helo: str) -> None:
+    """EHLO, falling back to HELO when the host refuses EHLO (RFC 5321 §4.1.4)."""
+    try:
+        await smtp.ehlo(hostname=helo)
+    except aiosmtplib.SMTPHeloError as exc:
+        if exc.code == 421 or not smtp.is_connected:
+            raise
+        await smtp.helo(hostname=helo)
+
+
+async def _close(smtp: aiosmtplib.SMTP, timeout: float) -> None:
+    """QUIT politely; close whatever happens."""
+    if smtp.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await smtp.quit(timeout=min(timeout, 5.0))
+    smtp.close()
+
+
+def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcome) -> None:
+    """Give every recipient still without an outcome a copy of ``template``."""
+    for recipient in recipients:
+        if recipient not in outcome.results:
+            outcome.results[recipient] = RcptOutcome(
+                recipient,
+                reply=template.reply,
+                phase=template.phase,
+                failure=template.failure,
+                target=template.target,
+                detail=template.detail,
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__

@@ -1,0 +1,46 @@
+"""The ``mxprobe`` command (click + rich).
+
+Errors a user can fix (a bad option, a port in use, a missing file) are one
+sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from streams import __version__
+from streams.cli.check import check
+from streams.cli.sandbox import sandbox
+from streams.errors import MxprobeError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mxprobe")
+def cli() -> None:
+    """mxprobe: verify email addresses with DNS and SMTP probes (never sends mail)."""
+
+
+cli.add_command(check)
+cli.add_command(sandbox)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the command, turn our errors into one sentence."""
+    try:
+        cli.main(args=argv, prog_name="mxprobe", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MxprobeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

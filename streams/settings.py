@@ -1,0 +1,179 @@
+"""One frozen, typed Settings object, read once at the edge.
+
+Every field is also an environment variable: ``MXPROBE_`` + the field name in
+upper case (``MXPROBE_SMTP_PORT=2525``, ``MXPROBE_ALLOW_PRIVATE_MX=1``). List
+fields take comma- or space-separated values (``MXPROBE_ALLOW_TLD=test,example``).
+Command-line options override the environment. Below the CLI nothing reads
+``os.environ``: components get the small config objects built here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streams.adapters.resolver import ResolverConfig, name_servers_from
+from streams.adapters.smtp_probe import ProbeConfig
+from streams.core.address import UNALLOWABLE_TLDS, SyntaxProblem, parse_address
+from streams.errors import ConfigError
+from streams.verifier import VerifierConfig
+
+__all__ = ["Settings", "VerifierConfig", "load_settings"]
+
+_LIST_SPLIT = re.compile(r"[,\s]+")
+
+# The option that sets each field, for error messages.
+_OPTION_NAMES = {
+    "dns_server": "--dns-server",
+    "smtp_port": "--smtp-port",
+    "helo": "--helo",
+    "mail_from": "--mail-from",
+    "timeout": "--timeout",
+    "allow_private_mx": "--allow-private-mx",
+    "allow_tld": "--allow-tld",
+    "concurrency": "--concurrency",
+    "starttls": "--starttls",
+    "source_address": "--source-address",
+    "disposable_domain": "--disposable-domain",
+}
+
+
+class Settings(BaseSettings):
+    """All of mxprobe's settings, validated once."""
+
+    model_config = SettingsConfigDict(env_prefix="MXPROBE_", frozen=True, extra="ignore")
+
+    dns_server: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Name servers as HOST[:PORT]; empty: the system resolver."
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port of mail hosts.")
+    helo: str | None = Field(default=None, description="EHLO/HELO name; default: this host's FQDN.")
+    mail_from: str | None = Field(
+        default=None, description="Probe sender used when a host refuses the null sender <>."
+    )
+    timeout: float = Field(default=10.0, gt=0, le=600, description="Seconds per network phase.")
+    allow_private_mx: bool = Field(
+        default=False, description="Probe mail hosts on loopback/private/reserved addresses."
+    )
+    allow_tld: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Special-use TLDs to accept (e.g. test)."
+    )
+    concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent SMTP sessions.")
+    starttls: bool = Field(default=False, description="Use STARTTLS when offered (no cert check).")
+    source_address: str | None = Field(default=None, description="Local IP to probe from.")
+    disposable_domain: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Extra disposable domains."
+    )
+    free_domain: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Extra free-provider domains."
+    )
+    role_account: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Extra role-account local parts."
+    )
+    max_rcpt_per_session: int = Field(default=50, ge=1, le=1000)
+    max_mx_hosts: int = Field(default=5, ge=1, le=50)
+    mx_ttl_floor: int = Field(default=60, ge=0)
+    mx_ttl_ceiling: int = Field(default=86_400, ge=1)
+    catch_all_max_age: float = Field(default=86_400.0, gt=0)
+
+    @field_validator(
+        "dns_server", "allow_tld", "disposable_domain", "free_domain", "role_account", mode="before"
+    )
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in _LIST_SPLIT.split(value) if part)
+        if isinstance(value, list | tuple):
+            parts: list[str] = []
+            for item in value:
+                parts.extend(p for p in _LIST_SPLIT.split(str(item)) if p)
+            return tuple(parts)
+        return value
+
+    @field_validator("allow_tld")
+    @classmethod
+    def _check_tlds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        tlds = tuple(dict.fromkeys(t.strip(".").lower() for t in value))
+        for tld in tlds:
+            if tld in UNALLOWABLE_TLDS:
+                raise ValueError(
+                    f"the TLD {tld!r} can never carry deliverable mail and cannot be allowed"
+                )
+            if not tld or not re.fullmatch(r"[a-z0-9-]+", tld):
+                raise ValueError(f"{tld!r} is not a top-level domain name")
+        return tlds
+
+    @field_validator("dns_server")
+    @classmethod
+    def _check_dns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            name_servers_from(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_mail_from(self) -> Settings:
+        if self.mail_from is not None:
+            parsed = parse_address(self.mail_from, allowed_tlds=self.allow_tld)
+            if isinstance(parsed, SyntaxProblem):
+                raise ValueError(f"mail_from: {parsed.message}")
+        if self.mx_ttl_floor > self.mx_ttl_ceiling:
+            raise ValueError("mx_ttl_floor: must not be above mx_ttl_ceiling")
+        return self
+
+    def resolver_config(self) -> ResolverConfig:
+        """The resolver's sub-config."""
+        return ResolverConfig(
+            name_servers=name_servers_from(self.dns_server),
+            lifetime=self.timeout,
+            ttl_floor=self.mx_ttl_floor,
+            ttl_ceiling=self.mx_ttl_ceiling,
+        )
+
+    def probe_config(self, *, default_helo: str) -> ProbeConfig:
+        """The SMTP prober's sub-config; ``default_helo`` is used when ``helo`` is unset."""
+        return ProbeConfig(
+            port=self.smtp_port,
+            helo=self.helo or default_helo,
+            mail_from=self.mail_from,
+            timeout=self.timeout,
+            starttls=self.starttls,
+            source_address=self.source_address,
+            rcpt_per_transaction=self.max_rcpt_per_session,
+        )
+
+    def verifier_config(self) -> VerifierConfig:
+        """The verifier's sub-config."""
+        return VerifierConfig(
+            allow_private_mx=self.allow_private_mx,
+            allowed_tlds=self.allow_tld,
+            catch_all_max_age=self.catch_all_max_age,
+            concurrency=self.concurrency,
+            max_mx_hosts=self.max_mx_hosts,
+            rcpt_per_session=self.max_rcpt_per_session,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with ``overrides`` (None values ignored) on top.
+
+    Raises:
+        ConfigError: naming the first invalid setting, its option and environment
+            variable, and what is wrong with it.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not field and ":" in message:
+            field, _, message = message.partition(": ")
+        option = _OPTION_NAMES.get(field, field.replace("_", "-"))
+        where = f"{option} / MXPROBE_{field.upper()}" if field else "settings"
+        raise ConfigError(f"Invalid setting {where}: {message}.") from None

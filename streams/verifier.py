@@ -1,0 +1,263 @@
+"""The verification use case: addresses in, verdicts out. Knows no Faust.
+
+``Verifier`` awaits the adapters (DNS, SMTP) and calls the pure core for
+every decision. Every entry point (``mxprobe check``, the streaming pipeline)
+goes through it, so there is one truth.
+
+How a batch is verified:
+
+1. parse every address (syntax errors are verdicts at once);
+2. resolve each domain once: MX → ordered mail hosts (null MX, implicit MX)
+   → addresses that may be probed; the domain route is cached for its DNS TTL;
+3. group the domains by the mail hosts that serve them, and ask each group's
+   host about all its recipients in as few SMTP sessions as possible (one
+   group at a time per host, ``concurrency`` sessions overall), adding one
+   random-local-part recipient per domain whose catch-all state is not fresh;
+4. fold each reply, the domain's catch-all state and the static signals into
+   a verdict with :func:`streams.core.verdict.decide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from streams.adapters.resolver import HostAddresses, Resolver
+from streams.adapters.smtp_probe import ProbeOutcome, RcptOutcome, SmtpProber, Target
+from streams.core.address import Address, SyntaxProblem, parse_address
+from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
+from streams.core.lists import StaticLists
+from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_addresses
+from streams.core.replies import Phase, classify
+from streams.core.verdict import Facts, Verdict, decide
+
+__all__ = ["DomainRoute", "Verifier", "VerifierConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierConfig:
+    """What the verifier needs from Settings (beyond its adapters)."""
+
+    allow_private_mx: bool = False
+    allowed_tlds: tuple[str, ...] = ()
+    catch_all_max_age: float = 86_400.0
+    concurrency: int = 20
+    max_mx_hosts: int = 5
+    rcpt_per_session: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRoute:
+    """Where mail for a domain goes: targets in order, or why there are none."""
+
+    targets: tuple[Target, ...] = ()
+    problem: DnsProblem | None = None
+    expires_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Group:
+    """Recipients that share a route (and so a mail host and its sessions)."""
+
+    targets: tuple[Target, ...]
+    addresses: list[tuple[str, Address]] = field(default_factory=list)  # (as given, parsed)
+    catch_all_probes: dict[str, str] = field(default_factory=dict)  # domain -> recipient
+
+
+def smtp_recipient(address: Address) -> str:
+    """The form of ``address`` sent in RCPT TO (ASCII domain; UTF-8 local part if needed)."""
+    return address.ascii_email or f"{address.local_part}@{address.ascii_domain}"
+
+
+class Verifier:
+    """Verifies addresses with DNS and SMTP probes."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        prober: SmtpProber,
+        lists: StaticLists,
+        config: VerifierConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._resolver = resolver
+        self._prober = prober
+        self._lists = lists
+        self._config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._routes: dict[str, DomainRoute] = {}
+        self._catch_all: dict[tuple[str, str], CatchAllFact] = {}
+        self._host_locks: dict[str, asyncio.Lock] = {}
+        self._sessions = asyncio.Semaphore(config.concurrency)
+        self.sessions_opened = 0  # SMTP sessions with a successful EHLO, for reports
+
+    async def verify(self, email: str) -> Verdict:
+        """Verify one address."""
+        return (await self.verify_many([email]))[0]
+
+    async def verify_many(
+        self,
+        emails: Sequence[str],
+        *,
+        on_verdict: Callable[[Verdict], None] | None = None,
+    ) -> list[Verdict]:
+        """Verify many addresses, sharing DNS lookups and SMTP sessions.
+
+        Args:
+            emails: addresses as given (any string; bad ones get a verdict too).
+            on_verdict: called once per distinct address as soon as its verdict is known.
+
+        Returns:
+            One verdict per input, in input order.
+        """
+        done: dict[str, Verdict] = {}
+
+        def emit(verdict: Verdict) -> None:
+            done[verdict.email] = verdict
+            if on_verdict is not None:
+                on_verdict(verdict)
+
+        parsed: list[tuple[str, Address]] = []
+        for email in dict.fromkeys(emails):
+            result = parse_address(email, allowed_tlds=self._config.allowed_tlds)
+            if isinstance(result, SyntaxProblem):
+                emit(decide(Facts(email=email, syntax=result)))
+            else:
+                parsed.append((email, result))
+
+        domains = sorted({address.ascii_domain for _, address in parsed})
+        routes = dict(zip(domains, await asyncio.gather(*map(self._route, domains)), strict=True))
+
+        groups: dict[tuple[Target, ...], _Group] = {}
+        for email, address in parsed:
+            route = routes[address.ascii_domain]
+            if route.problem is not None:
+                emit(self._decide(address, Facts(email=email, dns=route.problem)))
+                continue
+            group = groups.setdefault(route.targets, _Group(targets=route.targets))
+            group.addresses.append((email, address))
+        await asyncio.gather(*(self._probe_group(group, emit) for group in groups.values()))
+        return [done[email] for email in emails]
+
+    async def _route(self, domain: str) -> DomainRoute:
+        """The cached route of ``domain``, resolved anew once its TTL has passed."""
+        now = self._clock()
+        cached = self._routes.get(domain)
+        if cached is not None and cached.expires_at > now:
+            return cached
+        route = await self._resolve_route(domain, now)
+        self._routes[domain] = route
+        return route
+
+    async def _resolve_route(self, domain: str, now: float) -> DomainRoute:
+        answer = await self._resolver.mx(domain)
+        if isinstance(answer, DnsProblem):
+            return DomainRoute(problem=answer, expires_at=now + _problem_ttl(answer))
+        if answer.records:
+            hosts = order_mx(answer.records, self._rng, limit=self._config.max_mx_hosts)
+            if isinstance(hosts, NullMx):
+                return DomainRoute(problem=DnsProblem.NULL_MX, expires_at=now + answer.ttl)
+        else:
+            hosts = implicit_mx(domain)  # RFC 5321 §5.1
+        lookups = await asyncio.gather(*map(self._resolver.addresses, hosts))
+        targets: list[Target] = []
+        problems: list[DnsProblem] = []
+        found_any = False
+        ttl = answer.ttl
+        for host, lookup in zip(hosts, lookups, strict=True):
+            if isinstance(lookup, DnsProblem):
+                problems.append(lookup)
+                continue
+            ttl = min(ttl, lookup.ttl) if lookup.addresses else ttl
+            found_any = found_any or bool(lookup.addresses)
+            targets.extend(Target(host, ip) for ip in self._usable(lookup))
+        if targets:
+            return DomainRoute(targets=tuple(targets), expires_at=now + ttl)
+        if found_any:
+            problem = DnsProblem.PRIVATE_MX
+        elif DnsProblem.TIMEOUT in problems:
+            problem = DnsProblem.TIMEOUT
+        elif DnsProblem.SERVFAIL in problems:
+            problem = DnsProblem.SERVFAIL
+        else:
+            problem = DnsProblem.NO_MAIL_SERVER
+        return DomainRoute(problem=problem, expires_at=now + _problem_ttl(problem, ttl))
+
+    def _usable(self, lookup: HostAddresses) -> tuple[str, ...]:
+        return usable_addresses(lookup.addresses, allow_private=self._config.allow_private_mx)
+
+    async def _probe_group(
+        self,
+        group: _Group,
+        emit: Callable[[Verdict], None],
+    ) -> None:
+        """Probe one route's recipients in sessions of at most ``rcpt_per_session``."""
+        host = group.targets[0].host
+        now = self._clock()
+        recipients: list[str] = []
+        for _, address in group.addresses:
+            recipient = smtp_recipient(address)
+            if recipient not in recipients:
+                recipients.append(recipient)
+        for domain in dict.fromkeys(a.ascii_domain for _, a in group.addresses):
+            fact = self._catch_all.get((host, domain), CatchAllFact())
+            if not fact.is_fresh(now, self._config.catch_all_max_age):
+                probe = f"{random_local_part(self._rng)}@{domain}"
+                group.catch_all_probes[domain] = probe
+                recipients.append(probe)
+        smtputf8 = any(address.smtputf8 for _, address in group.addresses)
+        size = self._config.rcpt_per_session
+        results: dict[str, RcptOutcome] = {}
+        sessions = 0
+        lock = self._host_locks.setdefault(host, asyncio.Lock())
+        async with lock:  # one session at a time per mail host
+            for start in range(0, len(recipients), size):
+                async with self._sessions:
+                    outcome: ProbeOutcome = await self._prober.probe(
+                        group.targets, recipients[start : start + size], smtputf8=smtputf8
+                    )
+                results.update(outcome.results)
+                sessions += max(outcome.connections, 1)
+                self.sessions_opened += outcome.sessions
+        now = self._clock()
+        for domain, probe in group.catch_all_probes.items():
+            rcpt = results[probe]
+            reply_class = classify(rcpt.reply, Phase.RCPT) if rcpt.reply is not None else None
+            if rcpt.phase is not Phase.RCPT:
+                reply_class = None
+            previous = self._catch_all.get((host, domain), CatchAllFact())
+            self._catch_all[(host, domain)] = observe(previous, reply_class, now)
+        for email, address in group.addresses:
+            rcpt = results[smtp_recipient(address)]
+            fact = self._catch_all.get((host, address.ascii_domain), CatchAllFact())
+            target = rcpt.target
+            facts = Facts(
+                email=email,
+                reply=rcpt.reply,
+                phase=rcpt.phase if rcpt.reply is not None else None,
+                failure=rcpt.failure,
+                mail_host=target.host if target else None,
+                mail_host_address=target.address if target else None,
+                catch_all=fact.state if rcpt.reply is not None else CatchAll.UNKNOWN,
+                attempts=sessions,
+                detail=rcpt.detail,
+            )
+            emit(self._decide(address, facts))
+
+    def _decide(self, address: Address, facts: Facts) -> Verdict:
+        signals = self._lists.signals(address.local_part, address.ascii_domain)
+        return decide(dataclasses.replace(facts, address=address, signals=signals))
+
+
+def _problem_ttl(problem: DnsProblem, ttl: int = 300) -> float:
+    """How long a DNS problem is remembered: facts for their TTL, failures briefly."""
+    if problem in (DnsProblem.TIMEOUT, DnsProblem.SERVFAIL):
+        return 30.0
+    return float(ttl)
