@@ -74,6 +74,7 @@ class Settings(BaseSettings):
         default=(), description="Extra role-account local parts."
     )
     max_rcpt_per_session: int = Field(default=50, ge=1, le=1000)
+    max_rcpt_per_transaction: int = Field(default=25, ge=1, le=1000)
     max_mx_hosts: int = Field(default=5, ge=1, le=50)
     mx_ttl_floor: int = Field(default=60, ge=0)
     mx_ttl_ceiling: int = Field(default=86_400, ge=1)
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
             timeout=self.timeout,
             starttls=self.starttls,
             source_address=self.source_address,
-            rcpt_per_transaction=self.max_rcpt_per_session,
+            rcpt_per_transaction=self.max_rcpt_per_transaction,
         )
 
     def verifier_config(self) -> VerifierConfig:
@@ -176,4 +177,4 @@ def load_settings(**overrides: Any) -> Settings:
             field, _, message = message.partition(": ")
         option = _OPTION_NAMES.get(field, field.replace("_", "-"))
         where = f"{option} / MXPROBE_{field.upper()}" if field else "settings"
-        raise ConfigError(f"Invalid setting {where}: {message}.") from None
+        raise ConfigError(f"Invalid setting {where}: {message.rstrip('.')}.") from None

@@ -56,6 +56,9 @@ def print_verdicts(verdicts: Sequence[Verdict], *, as_json: bool) -> None:
             click.echo(verdict_json(verdict))
         return
     console = Console()
+    if not console.is_terminal:
+        # Piped into a file or another program: don't fold addresses at 80 columns.
+        console = Console(width=200)
     console.print(verdict_table(verdicts))
     if len(verdicts) > 1:
         console.print(summary_table(verdicts))

@@ -1,0 +1,402 @@
+"""Reading and validating world data (the TOML file's tables) into a :class:`World`.
+
+Every table is read through :class:`_Table`, which refuses unknown keys
+(suggesting the closest known one) and values of the wrong type or range,
+so every message names the file, the entry and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from streams.errors import WorldError
+from streams.sandbox.world import (
+    STATUSES,
+    Behaviour,
+    DnsConfig,
+    Domain,
+    Expectation,
+    Host,
+    MxRef,
+    ProbeConfig,
+    SmtpConfig,
+    World,
+)
+
+__all__ = ["read_world"]
+
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# Default instances: with slots, ``DnsConfig.port`` is a descriptor, not the default.
+_DNS, _SMTP, _PROBE = DnsConfig(), SmtpConfig(), ProbeConfig()
+_HOST = Host(name="", address="")
+
+_TOP_KEYS = ("dns", "smtp", "probe", "hosts", "domains", "expect", "signals")
+_DNS_KEYS = ("address", "port", "ttl", "zones", "negative_ttl")
+_SMTP_KEYS = ("port", "idle_timeout")
+_PROBE_KEYS = ("mail_from", "timeout")
+_SIGNALS_KEYS = ("disposable",)
+_MX_KEYS = ("preference", "host")
+_EXPECT_KEYS = ("address", "status", "reason", "behaviour", "note", "after_retry")
+_DOMAIN_KEYS = (
+    *("name", "mx", "a", "aaaa", "null_mx", "txt", "users"),
+    *("served", "servfail", "drop", "ttl"),
+)
+# Parameters that only mean something for one behaviour; the rest apply to all.
+_BEHAVIOUR_PARAMS: Mapping[Behaviour, tuple[str, ...]] = {
+    Behaviour.GREYLIST: ("greylist_delay",),
+    Behaviour.RATE_LIMIT: ("max_connections", "max_rcpt", "window"),
+    Behaviour.TARPIT: ("banner_delay", "reply_delay"),
+}
+_HOST_KEYS = (
+    *("name", "address", "behaviour", "starttls", "listen"),
+    *(key for keys in _BEHAVIOUR_PARAMS.values() for key in keys),
+)
+
+
+class _Table:
+    """One TOML table being read: typed getters whose errors name the entry."""
+
+    def __init__(
+        self,
+        data: object,
+        *,
+        source: str,
+        where: str,
+        keys: Collection[str],
+        index: int = 0,
+        label: str = "",
+    ) -> None:
+        self.source = source
+        # Array entries are named by their label ("[[hosts]] 'mx.a.test'"), else their index.
+        self.where = f"{where} entry {index}" if index else where
+        if not isinstance(data, Mapping):
+            raise self.error(f"expected a table, got {type(data).__name__}", "write it as a table")
+        self.data: Mapping[str, Any] = data
+        if label and isinstance(data.get(label), str):
+            self.where = f"{where} {data[label]!r}"
+        for key in data:
+            if key not in keys:
+                close = difflib.get_close_matches(str(key), list(keys), n=1)
+                fix = f"rename it to {close[0]!r}" if close else "valid keys: " + ", ".join(keys)
+                raise self.error(f"unknown key {key!r}", fix)
+
+    def error(self, problem: str, fix: str) -> WorldError:
+        """Build the error for ``problem`` in this table, with the ``fix``."""
+        return WorldError(f"{self.source}: {self.where}: {problem}; {fix}.")
+
+    def raw(self, key: str, expected: type | tuple[type, ...], what: str) -> Any:
+        """Return the value of ``key`` (None when absent) after a type check."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        # bool is a subclass of int: "port = true" must not pass as 1.
+        wrong_bool = isinstance(value, bool) and expected is not bool
+        if wrong_bool or not isinstance(value, expected):
+            raise self.error(f"{key} must be {what}, got {value!r}", f"set {key} to {what}")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        """A string; required when ``default`` is None."""
+        value = self.raw(key, str, "a string")
+        if value is None:
+            if default is None:
+                raise self.error(f"{key} is missing", f'add {key} = "..."')
+            return default
+        return str(value)
+
+    def integer(self, key: str, default: int, *, high: int = 2**31 - 1) -> int:
+        """An int in ``[0, high]``, or ``default`` when absent."""
+        value = self.optional_integer(key, high=high)
+        return default if value is None else value
+
+    def optional_integer(self, key: str, *, high: int = 2**31 - 1) -> int | None:
+        """An int in ``[0, high]``, or None when absent."""
+        value = self.raw(key, int, "an integer")
+        if value is not None and not 0 <= value <= high:
+            raise self.error(f"{key} = {value} is out of range", f"use 0..{high}")
+        return None if value is None else int(value)
+
+    def number(self, key: str, default: float, *, positive: bool = False) -> float:
+        """A finite number of seconds, >= 0 (or > 0 when ``positive``)."""
+        value = self.raw(key, (int, float), "a number of seconds")
+        if value is None:
+            return default
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise self.error(f"{key} = {value} is not a duration", f"use a number {bound}")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean."""
+        value = self.raw(key, bool, "true or false")
+        return default if value is None else bool(value)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        """A list of strings (empty when absent)."""
+        value = self.raw(key, list, "a list of strings")
+        if value is None:
+            return ()
+        for item in value:
+            if not isinstance(item, str):
+                raise self.error(f"{key} holds {item!r}", f"make every item of {key} a string")
+        return tuple(value)
+
+    def name(self, key: str, value: str | None = None) -> str:
+        """A DNS name, lower case without the trailing dot."""
+        name = (self.text(key) if value is None else value).strip().lower().rstrip(".")
+        if not name.isascii():
+            raise self.error(f"{key} {name!r} is not ASCII", "write it in punycode (xn--...)")
+        labels = name.split(".")
+        if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+            raise self.error(
+                f"{key} {name!r} is not a valid DNS name",
+                "use dot-separated labels of letters, digits and hyphens",
+            )
+        return name
+
+    def loopback(self, key: str, value: str | None = None) -> str:
+        """An IPv4 address inside 127.0.0.0/8."""
+        text = self.text(key) if value is None else value
+        try:
+            address = ipaddress.ip_address(text.strip())
+        except ValueError:
+            problem = f"{key} {text!r} is not an IP address"
+            raise self.error(problem, "use e.g. 127.0.53.10") from None
+        if not isinstance(address, ipaddress.IPv4Address) or address not in _LOOPBACK:
+            raise self.error(
+                f"{key} {text!r} is outside 127.0.0.0/8",
+                "the sandbox binds only to loopback, so use an address like 127.0.53.10",
+            )
+        return str(address)
+
+    def entries(self, key: str) -> list[Any]:
+        """An array of tables (empty when absent)."""
+        value = self.raw(key, list, f"an array of tables ([[{key}]])")
+        return [] if value is None else list(value)
+
+
+def read_world(data: Mapping[str, Any], *, source: str) -> World:
+    """Build a :class:`World` from TOML-shaped ``data`` (see :meth:`World.from_dict`).
+
+    Raises:
+        WorldError: the data does not describe a valid world.
+    """
+    top = _Table(data, source=source, where="top level", keys=_TOP_KEYS)
+    dns = _read_dns(_Table(data.get("dns", {}), source=source, where="[dns]", keys=_DNS_KEYS))
+    smtp_table = _Table(data.get("smtp", {}), source=source, where="[smtp]", keys=_SMTP_KEYS)
+    smtp = SmtpConfig(
+        port=smtp_table.integer("port", _SMTP.port, high=65535),
+        idle_timeout=smtp_table.number("idle_timeout", _SMTP.idle_timeout, positive=True),
+    )
+    probe_table = _Table(data.get("probe", {}), source=source, where="[probe]", keys=_PROBE_KEYS)
+    probe = ProbeConfig(
+        mail_from=probe_table.text("mail_from", _PROBE.mail_from),
+        timeout=probe_table.number("timeout", _PROBE.timeout, positive=True),
+    )
+    signals = _Table(data.get("signals", {}), source=source, where="[signals]", keys=_SIGNALS_KEYS)
+    disposable = tuple(signals.name("disposable", item) for item in signals.texts("disposable"))
+    hosts = tuple(_read_host(entry, source, i) for i, entry in enumerate(top.entries("hosts"), 1))
+    domains = tuple(
+        _read_domain(entry, source, i) for i, entry in enumerate(top.entries("domains"), 1)
+    )
+    expectations = tuple(
+        _read_expectation(entry, source, i) for i, entry in enumerate(top.entries("expect"), 1)
+    )
+    world = World(
+        dns=dns,
+        smtp=smtp,
+        probe=probe,
+        hosts=hosts,
+        domains=domains,
+        expectations=expectations,
+        disposable=disposable,
+        source=source,
+    )
+    _check_world(world)
+    return world
+
+
+def _read_dns(table: _Table) -> DnsConfig:
+    zones = tuple(table.name("zones", zone) for zone in table.texts("zones"))
+    if "zones" in table.data and not zones:
+        raise table.error("zones is empty", 'name at least one zone, e.g. zones = ["test"]')
+    return DnsConfig(
+        address=table.loopback("address") if "address" in table.data else _DNS.address,
+        port=table.integer("port", _DNS.port, high=65535),
+        ttl=table.integer("ttl", _DNS.ttl),
+        zones=zones or _DNS.zones,
+        negative_ttl=table.integer("negative_ttl", _DNS.negative_ttl),
+    )
+
+
+def _read_host(data: object, source: str, index: int) -> Host:
+    table = _Table(
+        data, source=source, where="[[hosts]]", keys=_HOST_KEYS, index=index, label="name"
+    )
+    name = table.name("name")
+    raw_behaviour = table.text("behaviour", Behaviour.STRICT.value)
+    try:
+        behaviour = Behaviour(raw_behaviour)
+    except ValueError:
+        raise table.error(
+            f"behaviour {raw_behaviour!r} is unknown",
+            "use one of: " + ", ".join(b.value for b in Behaviour),
+        ) from None
+    for other, params in _BEHAVIOUR_PARAMS.items():
+        for param in params:
+            if param in table.data and other is not behaviour:
+                raise table.error(
+                    f"{param} applies only to behaviour {other.value!r}",
+                    f'remove it or set behaviour = "{other.value}"',
+                )
+    return Host(
+        name=name,
+        address=table.loopback("address"),
+        behaviour=behaviour,
+        greylist_delay=table.number("greylist_delay", _HOST.greylist_delay),
+        max_connections=table.optional_integer("max_connections"),
+        max_rcpt=table.optional_integer("max_rcpt"),
+        window=table.number("window", _HOST.window),
+        banner_delay=table.number("banner_delay", _HOST.banner_delay),
+        reply_delay=table.number("reply_delay", _HOST.reply_delay),
+        starttls=table.flag("starttls", _HOST.starttls),
+        listen=table.flag("listen", _HOST.listen),
+    )
+
+
+def _read_domain(data: object, source: str, index: int) -> Domain:
+    table = _Table(
+        data, source=source, where="[[domains]]", keys=_DOMAIN_KEYS, index=index, label="name"
+    )
+    name = table.name("name")
+    mx: list[MxRef] = []
+    for number, entry in enumerate(table.entries("mx"), 1):
+        ref = _Table(entry, source=source, where=f"{table.where} mx {number}", keys=_MX_KEYS)
+        preference = ref.integer("preference", 10, high=65535)
+        mx.append(MxRef(preference, ref.name("host")))
+    aaaa = table.texts("aaaa")
+    for text in aaaa:
+        try:
+            v6 = ipaddress.IPv6Address(text)
+        except ValueError:
+            v6 = None
+        if v6 is None or not v6.is_loopback:
+            raise table.error(f"aaaa {text!r} is not ::1", "the sandbox answers only loopback")
+    users = table.texts("users")
+    for user in users:
+        if not user or "@" in user or any(c.isspace() for c in user):
+            raise table.error(f"user {user!r} is not a local part", "write it without @ or spaces")
+    txt = table.texts("txt")
+    domain = Domain(
+        name=name,
+        mx=tuple(mx),
+        a=tuple(table.loopback("a", text) for text in table.texts("a")),
+        aaaa=("::1",) if aaaa else (),
+        null_mx=table.flag("null_mx", False),
+        txt=txt,
+        users=frozenset(user.lower() for user in users),
+        served=table.flag("served", True),
+        servfail=table.flag("servfail", False),
+        drop=table.flag("drop", False),
+        ttl=table.optional_integer("ttl"),
+    )
+    if domain.null_mx and domain.mx:
+        raise table.error(
+            "null_mx = true but mx entries are given",
+            "a null MX must be the only MX record (RFC 7505 §3): remove the mx entries",
+        )
+    if domain.servfail and domain.drop:
+        raise table.error("servfail and drop are both true", "choose one of them")
+    return domain
+
+
+def _read_expectation(data: object, source: str, index: int) -> Expectation:
+    table = _Table(
+        data, source=source, where="[[expect]]", keys=_EXPECT_KEYS, index=index, label="address"
+    )
+    address = table.text("address").strip()
+    local, _, domain = address.rpartition("@")
+    if not local or not domain:
+        raise table.error(f"address {address!r} has no local part or domain", "use user@domain")
+    domain = table.name("address", domain)
+    status = table.text("status")
+    reason = table.text("reason")
+    after_retry = table.text("after_retry", "")
+    checks = [("status", status, "reason", reason)]
+    if after_retry:
+        retry_status, _, retry_reason = after_retry.partition("/")
+        checks.append(("after_retry status", retry_status, "after_retry reason", retry_reason))
+    for status_key, one_status, reason_key, one_reason in checks:
+        if one_status not in STATUSES:
+            choices = ", ".join(sorted(STATUSES))
+            problem = f"{status_key} {one_status!r} is unknown"
+            raise table.error(problem, f"use one of: {choices} (after_retry: status/reason)")
+        if not _REASON.match(one_reason):
+            problem = f"{reason_key} {one_reason!r} is not a reason code"
+            raise table.error(problem, "use a snake_case code such as mailbox_not_found")
+    return Expectation(
+        address=f"{local}@{domain}",
+        status=status,
+        reason=reason,
+        behaviour=table.text("behaviour", ""),
+        note=table.text("note", ""),
+        after_retry=after_retry,
+    )
+
+
+def _check_world(world: World) -> None:
+    """Cross-entry rules: unique names and addresses, references, zones."""
+
+    def fail(where: str, problem: str, fix: str) -> WorldError:
+        return WorldError(f"{world.source}: {where}: {problem}; {fix}.")
+
+    name_servers = {f"ns.{zone}" for zone in world.dns.zones}
+    owners: dict[str, str] = {world.dns.address: "[dns]"}
+    host_names: set[str] = set()
+    for host in world.hosts:
+        where = f"[[hosts]] {host.name!r}"
+        if host.name in host_names:
+            raise fail(where, "the host is defined twice", "remove or rename one entry")
+        host_names.add(host.name)
+        if host.address in owners:
+            raise fail(
+                where,
+                f"address {host.address} is already used by {owners[host.address]}",
+                "give every host its own loopback address",
+            )
+        owners[host.address] = where
+    domain_names: set[str] = set()
+    for domain in world.domains:
+        where = f"[[domains]] {domain.name!r}"
+        if domain.name in domain_names:
+            raise fail(where, "the domain is defined twice", "merge the two entries")
+        domain_names.add(domain.name)
+        for ref in domain.mx:
+            if ref.host not in host_names:
+                raise fail(
+                    where,
+                    f"MX host {ref.host!r} is referenced but not defined",
+                    f'add a [[hosts]] entry with name = "{ref.host}" or fix the name',
+                )
+    for kind, names in (("hosts", host_names), ("domains", domain_names)):
+        for name in sorted(names):
+            if name in name_servers:
+                raise fail(
+                    f"[[{kind}]] {name!r}",
+                    "the name is reserved for the sandbox's name server",
+                    "rename the entry",
+                )
+            if not any(name == zone or name.endswith("." + zone) for zone in world.dns.zones):
+                raise fail(
+                    f"[[{kind}]] {name!r}",
+                    f"the name is outside the zones {list(world.dns.zones)}",
+                    "add its zone to [dns] zones or rename the entry",
+                )

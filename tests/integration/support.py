@@ -1,0 +1,89 @@
+"""Run a sandbox mail world in a background thread for integration tests.
+
+The sandbox gets its own event loop in its own thread, so tests can drive
+mxprobe in theirs (or in a subprocess, for the CLI) exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from streams.sandbox import Sandbox, World
+from streams.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+class SandboxThread:
+    """A started :class:`Sandbox` on free ports, served from a daemon thread."""
+
+    def __init__(self, world: World) -> None:
+        self.sandbox = Sandbox(world, dns_port=0, smtp_port=0)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="sandbox", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.sandbox.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            self._loop.close()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.sandbox.stop())
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    def __enter__(self) -> SandboxThread:
+        self._thread.start()
+        self._ready.wait(timeout=30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def call(self, func: Callable[[], T]) -> T:
+        """Run ``func`` on the sandbox's loop (for reading or resetting its counters)."""
+        future: asyncio.Future[T] = asyncio.run_coroutine_threadsafe(_call(func), self._loop)  # type: ignore[assignment]
+        return future.result(timeout=10)  # type: ignore[union-attr]
+
+    def env(self) -> dict[str, str]:
+        """MXPROBE_* variables that point mxprobe at this sandbox."""
+        return {
+            "MXPROBE_DNS_SERVER": self.sandbox.dns_server,
+            "MXPROBE_SMTP_PORT": str(self.sandbox.smtp_port),
+            "MXPROBE_ALLOW_PRIVATE_MX": "1",
+            "MXPROBE_ALLOW_TLD": "test",
+            "MXPROBE_HELO": "probe.mxprobe.test",
+            "MXPROBE_MAIL_FROM": "probe@mxprobe.test",
+            "MXPROBE_TIMEOUT": "2",
+        }
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings that reach this sandbox (2 s timeouts), with ``overrides`` on top."""
+        values: dict[str, Any] = {
+            "dns_server": (self.sandbox.dns_server,),
+            "smtp_port": self.sandbox.smtp_port,
+            "allow_private_mx": True,
+            "allow_tld": ("test",),
+            "helo": "probe.mxprobe.test",
+            "mail_from": "probe@mxprobe.test",
+            "timeout": 2.0,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+
+async def _call(func: Callable[[], T]) -> T:
+    return func()
