@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from support import SandboxThread  # noqa: E402
+from support import SandboxThread
 
-from streams.sandbox import load_world  # noqa: E402
+from streams.sandbox import load_world
 
 
 def main() -> None:
@@ -50,16 +50,23 @@ def main() -> None:
         path.write_text("\n".join(emails) + "\n", encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
         env.update(sb.env())
-        env.update(MXPROBE_TIMEOUT=str(args.timeout), MXPROBE_CONCURRENCY=str(args.concurrency),
-                   MXPROBE_DISPOSABLE_DOMAIN=",".join(world.disposable))
+        env.update(
+            MXPROBE_TIMEOUT=str(args.timeout),
+            MXPROBE_CONCURRENCY=str(args.concurrency),
+            MXPROBE_DISPOSABLE_DOMAIN=",".join(world.disposable),
+        )
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "streams", "check", "--json", "--file", str(path)],
-            capture_output=True, text=True, env=env, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
         )
         elapsed = time.perf_counter() - started
-        sessions = sum(sb.call(lambda h=h: sb.sandbox.stats(h.name).sessions)
-                       for h in world.hosts if h.listens)
+        sessions = sum(
+            sb.call(lambda h=h: sb.sandbox.stats(h.name).sessions) for h in world.hosts if h.listens
+        )
     if result.returncode != 0:
         sys.exit(f"mxprobe check failed: {result.stderr}")
     verdicts = [json.loads(line) for line in result.stdout.splitlines()]

@@ -21,14 +21,20 @@ WORLD = load_world()
 FIRST_TRY = {e.address: f"{e.status}/{e.reason}" for e in WORLD.expectations}
 
 
-def mxprobe(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def mxprobe(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the mxprobe command with a clean MXPROBE_* environment plus ``env``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     base.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
-        capture_output=True, text=True, env=base, input=stdin, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=base,
+        input=stdin,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -41,8 +47,9 @@ def world_sb() -> Iterator[SandboxThread]:
 def test_check_json_gives_every_expected_verdict(world_sb: SandboxThread) -> None:
     """`check --json` over every sandbox address prints the expected verdicts (first try)."""
     addresses = list(FIRST_TRY)
-    result = mxprobe("check", "--json", "--disposable-domain", "throwaway.test", *addresses,
-                     env=world_sb.env())
+    result = mxprobe(
+        "check", "--json", "--disposable-domain", "throwaway.test", *addresses, env=world_sb.env()
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["email"] for line in lines] == addresses
@@ -57,10 +64,25 @@ def test_check_options_on_the_command_line(world_sb: SandboxThread) -> None:
     """Every probe setting works as an option as well as an environment variable."""
     sb = world_sb.sandbox
     result = mxprobe(
-        "check", "--json", "--dns-server", sb.dns_server, "--smtp-port", str(sb.smtp_port),
-        "--allow-private-mx", "--allow-tld", "test", "--helo", "probe.mxprobe.test",
-        "--mail-from", "probe@mxprobe.test", "--timeout", "2", "--concurrency", "4",
-        "alice@nullsender.test", "nobody@strict.test",
+        "check",
+        "--json",
+        "--dns-server",
+        sb.dns_server,
+        "--smtp-port",
+        str(sb.smtp_port),
+        "--allow-private-mx",
+        "--allow-tld",
+        "test",
+        "--helo",
+        "probe.mxprobe.test",
+        "--mail-from",
+        "probe@mxprobe.test",
+        "--timeout",
+        "2",
+        "--concurrency",
+        "4",
+        "alice@nullsender.test",
+        "nobody@strict.test",
     )
     assert result.returncode == 0, result.stderr
     got = [json.loads(line)["status"] for line in result.stdout.splitlines()]
@@ -80,8 +102,9 @@ def test_check_reads_a_file_and_prints_a_table(world_sb: SandboxThread, tmp_path
 
 def test_check_reads_stdin(world_sb: SandboxThread) -> None:
     """--file - reads standard input."""
-    result = mxprobe("check", "--json", "--file", "-", env=world_sb.env(),
-                     stdin="anyone@catchall.test\n")
+    result = mxprobe(
+        "check", "--json", "--file", "-", env=world_sb.env(), stdin="anyone@catchall.test\n"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["reason"] == "accept_all"
 
@@ -110,8 +133,9 @@ def test_usage_errors_are_one_sentence(args: list[str], env: dict[str, str], wor
 
 def test_sandbox_demo_matches_every_expectation() -> None:
     """`mxprobe sandbox --demo` on free ports verifies the world and exits 0."""
-    result = mxprobe("sandbox", "--demo", "--dns-port", "0", "--smtp-port", "0",
-                     "--timeout", "2", timeout=120)
+    result = mxprobe(
+        "sandbox", "--demo", "--dns-port", "0", "--smtp-port", "0", "--timeout", "2", timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(WORLD.expectations)} of {len(WORLD.expectations)} verdicts as expected" in (
         result.stdout
@@ -123,7 +147,10 @@ def test_sandbox_serves_until_interrupted() -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "streams", "sandbox", "--dns-port", "0", "--smtp-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=base,
     )
     try:
         assert process.stdout is not None

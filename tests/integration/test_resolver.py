@@ -7,7 +7,13 @@ from collections.abc import Iterator
 import pytest
 from support import SandboxThread
 
-from streams.adapters.resolver import HostAddresses, MxAnswer, Resolver, ResolverConfig, parse_name_server
+from streams.adapters.resolver import (
+    HostAddresses,
+    MxAnswer,
+    Resolver,
+    ResolverConfig,
+    parse_name_server,
+)
 from streams.core.mx import DnsProblem, MxRecord
 from streams.errors import ConfigError
 from streams.sandbox import World
@@ -22,11 +28,19 @@ WORLD = World.from_dict(
             {"name": "mx.b.test", "address": "127.0.55.11"},
         ],
         "domains": [
-            {"name": "two.test", "mx": [{"preference": 20, "host": "mx.b.test"},
-                                        {"preference": 10, "host": "mx.a.test"}]},
+            {
+                "name": "two.test",
+                "mx": [
+                    {"preference": 20, "host": "mx.b.test"},
+                    {"preference": 10, "host": "mx.a.test"},
+                ],
+            },
             {"name": "short.test", "mx": [{"preference": 10, "host": "mx.a.test"}], "ttl": 5},
-            {"name": "long.test", "mx": [{"preference": 10, "host": "mx.a.test"}],
-             "ttl": 9_999_999},
+            {
+                "name": "long.test",
+                "mx": [{"preference": 10, "host": "mx.a.test"}],
+                "ttl": 9_999_999,
+            },
             {"name": "nullmx.test", "null_mx": True},
             {"name": "txtonly.test", "txt": ["v=spf1 -all"]},
             {"name": "aonly.test", "a": ["127.0.55.10"]},
@@ -45,8 +59,11 @@ def sb() -> Iterator[SandboxThread]:
 
 def resolver_for(sb: SandboxThread, *, lifetime: float = 2.0) -> Resolver:
     host, port = parse_name_server(sb.sandbox.dns_server)
-    return Resolver(ResolverConfig(name_servers=((host, port),), lifetime=lifetime,
-                                   ttl_floor=60, ttl_ceiling=86_400))
+    return Resolver(
+        ResolverConfig(
+            name_servers=((host, port),), lifetime=lifetime, ttl_floor=60, ttl_ceiling=86_400
+        )
+    )
 
 
 async def test_mx_records(sb: SandboxThread) -> None:
@@ -56,8 +73,9 @@ async def test_mx_records(sb: SandboxThread) -> None:
     assert sorted(answer.records) == [MxRecord(10, "mx.a.test"), MxRecord(20, "mx.b.test")]
 
 
-@pytest.mark.parametrize(("domain", "ttl"), [("short.test", 60), ("two.test", 300),
-                                             ("long.test", 86_400)])
+@pytest.mark.parametrize(
+    ("domain", "ttl"), [("short.test", 60), ("two.test", 300), ("long.test", 86_400)]
+)
 async def test_ttl_is_clamped(sb: SandboxThread, domain: str, ttl: int) -> None:
     """TTLs below the floor are raised, above the ceiling lowered, others kept."""
     answer = await resolver_for(sb).mx(domain)
@@ -78,8 +96,12 @@ async def test_no_mx_is_an_empty_answer(sb: SandboxThread) -> None:
 
 @pytest.mark.parametrize(
     ("domain", "problem"),
-    [("nosuch.test", DnsProblem.NXDOMAIN), ("broken.test", DnsProblem.SERVFAIL),
-     ("silent.test", DnsProblem.TIMEOUT), ("outside.example", DnsProblem.SERVFAIL)],
+    [
+        ("nosuch.test", DnsProblem.NXDOMAIN),
+        ("broken.test", DnsProblem.SERVFAIL),
+        ("silent.test", DnsProblem.TIMEOUT),
+        ("outside.example", DnsProblem.SERVFAIL),
+    ],
 )
 async def test_problems_are_kept_apart(sb: SandboxThread, domain: str, problem: DnsProblem) -> None:
     """NXDOMAIN, SERVFAIL (and REFUSED), and timeout are distinct outcomes."""
@@ -105,8 +127,12 @@ async def test_host_nxdomain(sb: SandboxThread) -> None:
 
 @pytest.mark.parametrize(
     ("text", "parsed"),
-    [("127.0.0.1", ("127.0.0.1", 53)), ("127.0.53.53:10053", ("127.0.53.53", 10053)),
-     ("[::1]:5353", ("::1", 5353)), ("::1", ("::1", 53))],
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.53.53:10053", ("127.0.53.53", 10053)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+    ],
 )
 def test_parse_name_server(text: str, parsed: tuple[str, int]) -> None:
     """HOST[:PORT] parses, with IPv6 in brackets."""
@@ -116,5 +142,5 @@ def test_parse_name_server(text: str, parsed: tuple[str, int]) -> None:
 @pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:99999", "1.2.3.4:x"])
 def test_bad_name_server(text: str) -> None:
     """A host name or bad port is a ConfigError that says how to fix it."""
-    with pytest.raises(ConfigError, match="--dns-server|port"):
+    with pytest.raises(ConfigError, match=r"--dns-server|port"):
         parse_name_server(text)

@@ -11,7 +11,7 @@ import pytest
 from support import SandboxThread
 
 from streams.cli.options import build_verifier
-from streams.core.verdict import Reason, Status, Verdict
+from streams.core.verdict import Status, Verdict
 from streams.sandbox import World, load_world
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,9 @@ def small_world(*hosts: dict[str, Any], domains: list[dict[str, Any]]) -> World:
 
 
 async def verify(sb: SandboxThread, emails: list[str], **overrides: Any) -> list[Verdict]:
-    verifier = build_verifier(sb.settings(**overrides), extra_disposable=sb.sandbox.world.disposable)
+    verifier = build_verifier(
+        sb.settings(**overrides), extra_disposable=sb.sandbox.world.disposable
+    )
     return await verifier.verify_many(emails)
 
 
@@ -58,8 +60,17 @@ def test_default_world_covers_every_behaviour() -> None:
     """The default world demonstrates every behaviour the issue names."""
     behaviours = {h.behaviour.value for h in DEFAULT.hosts}
     assert behaviours >= {
-        "strict", "catch_all", "greylist", "rate_limit", "tarpit", "policy_block",
-        "null_sender_refused", "cannot_verify", "disconnect_after_rcpt", "multiline", "down",
+        "strict",
+        "catch_all",
+        "greylist",
+        "rate_limit",
+        "tarpit",
+        "policy_block",
+        "null_sender_refused",
+        "cannot_verify",
+        "disconnect_after_rcpt",
+        "multiline",
+        "down",
     }
 
 
@@ -111,8 +122,13 @@ async def test_one_session_many_recipients_with_rset(world_sb: SandboxThread) ->
     """Recipients of one host share a session; transactions are separated by RSET."""
     sandbox = world_sb.sandbox
     world_sb.call(lambda: sandbox.stats("mx.strict.test").reset())
-    emails = ["alice@strict.test", "bob@strict.test", "info@strict.test", "x1@strict.test",
-              "x2@strict.test"]
+    emails = [
+        "alice@strict.test",
+        "bob@strict.test",
+        "info@strict.test",
+        "x1@strict.test",
+        "x2@strict.test",
+    ]
     verdicts = await verify(world_sb, emails, max_rcpt_per_transaction=2)
     assert [v.status for v in verdicts] == [Status.DELIVERABLE] * 3 + [Status.UNDELIVERABLE] * 2
     stats = world_sb.call(lambda: sandbox.stats("mx.strict.test"))
@@ -162,7 +178,9 @@ async def test_source_address_binding(world_sb: SandboxThread) -> None:
 
 
 @pytest.mark.parametrize(("starttls", "upgrades"), [(False, 0), (True, 1)])
-async def test_starttls_only_by_setting(world_sb: SandboxThread, starttls: bool, upgrades: int) -> None:
+async def test_starttls_only_by_setting(
+    world_sb: SandboxThread, starttls: bool, upgrades: int
+) -> None:
     """STARTTLS is used only when enabled, and works with a self-signed certificate."""
     sandbox = world_sb.sandbox
     world_sb.call(lambda: sandbox.stats("mx.tls.test").reset())
@@ -203,10 +221,19 @@ async def test_duplicates_and_invalid_input_in_one_batch(world_sb: SandboxThread
 async def test_greylisting_resolved_by_a_later_retry() -> None:
     """Greylisted first; after the delay the same verifier gets the real answers."""
     world = small_world(
-        {"name": "mx.grey.test", "address": "127.0.54.10", "behaviour": "greylist",
-         "greylist_delay": 1.0},
-        domains=[{"name": "grey.test", "mx": [{"preference": 10, "host": "mx.grey.test"}],
-                  "users": ["alice"]}],
+        {
+            "name": "mx.grey.test",
+            "address": "127.0.54.10",
+            "behaviour": "greylist",
+            "greylist_delay": 1.0,
+        },
+        domains=[
+            {
+                "name": "grey.test",
+                "mx": [{"preference": 10, "host": "mx.grey.test"}],
+                "users": ["alice"],
+            }
+        ],
     )
     with SandboxThread(world) as sb:
         verifier = build_verifier(sb.settings())
@@ -223,10 +250,20 @@ async def test_greylisting_resolved_by_a_later_retry() -> None:
 async def test_rate_limit_421_mid_session() -> None:
     """A host that throttles after N recipients: the rest are unknown/throttled, not bad."""
     world = small_world(
-        {"name": "mx.rl.test", "address": "127.0.54.11", "behaviour": "rate_limit",
-         "max_rcpt": 3, "window": 60.0},
-        domains=[{"name": "rl.test", "mx": [{"preference": 10, "host": "mx.rl.test"}],
-                  "users": ["u1", "u2", "u3", "u4", "u5"]}],
+        {
+            "name": "mx.rl.test",
+            "address": "127.0.54.11",
+            "behaviour": "rate_limit",
+            "max_rcpt": 3,
+            "window": 60.0,
+        },
+        domains=[
+            {
+                "name": "rl.test",
+                "mx": [{"preference": 10, "host": "mx.rl.test"}],
+                "users": ["u1", "u2", "u3", "u4", "u5"],
+            }
+        ],
     )
     with SandboxThread(world) as sb:
         emails = [f"u{i}@rl.test" for i in range(1, 6)]
@@ -241,12 +278,24 @@ async def test_rate_limit_421_mid_session() -> None:
 async def test_421_banner_fails_over_to_next_mx() -> None:
     """A 421 greeting from the primary MX sends the probe to the secondary."""
     world = small_world(
-        {"name": "mx1.busy.test", "address": "127.0.54.12", "behaviour": "rate_limit",
-         "max_connections": 0, "window": 60.0},
+        {
+            "name": "mx1.busy.test",
+            "address": "127.0.54.12",
+            "behaviour": "rate_limit",
+            "max_connections": 0,
+            "window": 60.0,
+        },
         {"name": "mx2.busy.test", "address": "127.0.54.13", "behaviour": "strict"},
-        domains=[{"name": "busy.test", "users": ["alice"], "mx": [
-            {"preference": 10, "host": "mx1.busy.test"},
-            {"preference": 20, "host": "mx2.busy.test"}]}],
+        domains=[
+            {
+                "name": "busy.test",
+                "users": ["alice"],
+                "mx": [
+                    {"preference": 10, "host": "mx1.busy.test"},
+                    {"preference": 20, "host": "mx2.busy.test"},
+                ],
+            }
+        ],
     )
     with SandboxThread(world) as sb:
         [verdict] = await verify(sb, ["alice@busy.test"])
@@ -270,12 +319,19 @@ async def test_disconnect_after_rcpt_reconnects() -> None:
     """A host that drops every session after one RCPT still answers every recipient."""
     world = small_world(
         {"name": "mx.drop.test", "address": "127.0.54.14", "behaviour": "disconnect_after_rcpt"},
-        domains=[{"name": "drop.test", "mx": [{"preference": 10, "host": "mx.drop.test"}],
-                  "users": ["a", "b"]}],
+        domains=[
+            {
+                "name": "drop.test",
+                "mx": [{"preference": 10, "host": "mx.drop.test"}],
+                "users": ["a", "b"],
+            }
+        ],
     )
     with SandboxThread(world) as sb:
         verdicts = await verify(sb, ["a@drop.test", "b@drop.test", "c@drop.test"])
         assert [verdict_of(v) for v in verdicts] == [
-            "deliverable/accepted", "deliverable/accepted", "undeliverable/mailbox_not_found"
+            "deliverable/accepted",
+            "deliverable/accepted",
+            "undeliverable/mailbox_not_found",
         ]
         assert sb.call(lambda: sb.sandbox.stats("mx.drop.test").sessions) == 4  # 3 + catch-all
