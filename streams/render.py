@@ -6,12 +6,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from streams.core.verdict import Status, Verdict
 
-__all__ = ["STATUS_STYLES", "summary_table", "verdict_json", "verdict_table"]
+__all__ = ["STATUS_STYLES", "stdout_console", "summary_table", "verdict_json", "verdict_table"]
 
 STATUS_STYLES = {
     Status.DELIVERABLE: "bold green",
@@ -19,6 +20,12 @@ STATUS_STYLES = {
     Status.RISKY: "bold yellow",
     Status.UNKNOWN: "bold blue",
 }
+
+
+def stdout_console() -> Console:
+    """A console for results on stdout; wide when piped, so addresses are not folded."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def verdict_json(verdict: Verdict) -> str:

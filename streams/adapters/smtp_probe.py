@@ -41,7 +41,10 @@ class ProbeConfig:
     starttls: bool = False
     source_address: str | None = None
     rcpt_per_transaction: int = 50
-    max_sessions: int = 10  # sessions one batch may open after drops (progress required)
+    # Sessions one batch may open when a host drops the connection mid-session.
+    # Each new session must answer at least one more recipient, so a batch of N
+    # recipients never opens more than N sessions; this caps even that.
+    max_sessions: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +243,13 @@ class SmtpProber:
                 )
                 queue.remove(recipient)
         first_transaction = True
+        null_sender = True  # until the host refuses <> (at MAIL, or at RCPT like Postfix)
         while queue:
             if not first_transaction:
                 await self._rset(smtp, target)
             first_transaction = False
-            await self._mail_from(smtp, target, utf8=utf8)
+            sender = await self._mail_from(smtp, target, utf8=utf8, null_sender=null_sender)
+            null_sender = sender == ""
             batch, queue = (
                 queue[: config.rcpt_per_transaction],
                 queue[config.rcpt_per_transaction :],
@@ -252,39 +257,52 @@ class SmtpProber:
             for position, recipient in enumerate(batch):
                 reply = await self._rcpt(smtp, target, recipient, utf8=utf8)
                 reply_class = classify(reply, Phase.RCPT)
-                if reply_class is ReplyClass.TOO_MANY_RECIPIENTS and position > 0:
-                    # RFC 5321 §4.5.3.1.10: start a new transaction for the rest.
+                retry_with_probe_sender = (
+                    reply_class is ReplyClass.NULL_SENDER_REFUSED
+                    and null_sender
+                    and config.mail_from is not None
+                )
+                if retry_with_probe_sender or (
+                    reply_class is ReplyClass.TOO_MANY_RECIPIENTS and position > 0
+                ):
+                    # A sender refused at RCPT (Postfix delays MAIL checks to RCPT):
+                    # new transaction with the probe sender. Too many recipients
+                    # (RFC 5321 §4.5.3.1.10): new transaction for the rest.
+                    null_sender = null_sender and not retry_with_probe_sender
                     queue = batch[position:] + queue
                     break
                 outcome.results[recipient] = RcptOutcome(recipient, reply=reply, target=target)
-                if reply_class is ReplyClass.RATE_LIMITED or not smtp.is_connected:
+                if reply_class is ReplyClass.RATE_LIMITED:
                     # 421 closes the session (RFC 5321 §3.8); the rest were not asked.
-                    if reply_class is ReplyClass.RATE_LIMITED:
-                        raise _SessionEnded(RcptOutcome("", reply=reply, target=target))
+                    raise _SessionEnded(RcptOutcome("", reply=reply, target=target))
+                if not smtp.is_connected:
                     return
 
-    async def _mail_from(self, smtp: aiosmtplib.SMTP, target: Target, *, utf8: bool) -> None:
-        options = ["SMTPUTF8"] if utf8 else []
-        try:
-            await smtp.mail("", options=options, encoding="utf-8" if utf8 else "ascii")
-            return
-        except aiosmtplib.SMTPSenderRefused as exc:
-            reply = SmtpReply.from_message(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._ended(target, Phase.MAIL, exc) from exc
+    async def _mail_from(
+        self, smtp: aiosmtplib.SMTP, target: Target, *, utf8: bool, null_sender: bool
+    ) -> str:
+        """Open a transaction; returns the sender the host accepted.
+
+        The null sender ``<>`` first (RFC 5321 §4.5.5: it cannot bounce to
+        anyone); when the host refuses it, the configured probe address.
+        """
         mail_from = self._config.mail_from
-        if classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED or not mail_from:
-            raise _SessionEnded(RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target))
-        await self._rset(smtp, target)
-        try:
-            await smtp.mail(mail_from, options=options, encoding="utf-8" if utf8 else "ascii")
-        except aiosmtplib.SMTPSenderRefused as exc:
-            reply = SmtpReply.from_message(exc.code, exc.message)
-            raise _SessionEnded(
-                RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target)
-            ) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._ended(target, Phase.MAIL, exc) from exc
+        senders = ([""] if null_sender else []) + ([mail_from] if mail_from else [])
+        options = ["SMTPUTF8"] if utf8 else []
+        reply = SmtpReply(0)
+        for sender in senders or [""]:
+            if reply.code:
+                await self._rset(smtp, target)
+            try:
+                await smtp.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
+                return sender
+            except aiosmtplib.SMTPSenderRefused as exc:
+                reply = SmtpReply.from_message(exc.code, exc.message)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise self._ended(target, Phase.MAIL, exc) from exc
+            if sender or classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED:
+                break
+        raise _SessionEnded(RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target))
 
     async def _rcpt(
         self, smtp: aiosmtplib.SMTP, target: Target, recipient: str, *, utf8: bool

@@ -17,7 +17,7 @@ from streams.cli.options import (
     verify_with_progress,
 )
 from streams.core.verdict import Verdict
-from streams.render import summary_table, verdict_json, verdict_table
+from streams.render import stdout_console, summary_table, verdict_json, verdict_table
 from streams.settings import Settings
 
 __all__ = ["check", "print_verdicts", "run_check"]
@@ -55,10 +55,7 @@ def print_verdicts(verdicts: Sequence[Verdict], *, as_json: bool) -> None:
         for verdict in verdicts:
             click.echo(verdict_json(verdict))
         return
-    console = Console()
-    if not console.is_terminal:
-        # Piped into a file or another program: don't fold addresses at 80 columns.
-        console = Console(width=200)
+    console = stdout_console()
     console.print(verdict_table(verdicts))
     if len(verdicts) > 1:
         console.print(summary_table(verdicts))

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from streams.cli.options import build_verifier, probe_options, settings_from, verify_with_progress
 from streams.core.verdict import Verdict
-from streams.render import STATUS_STYLES, evidence_text, flag_text
+from streams.render import STATUS_STYLES, evidence_text, flag_text, stdout_console, verdict_json
 from streams.sandbox import Sandbox, World, load_world
 from streams.settings import Settings
 
@@ -59,7 +59,7 @@ def sandbox(
     smtp_port = options.pop("smtp_port")
     options.pop("dns_server")
     runner = Sandbox(world, dns_port=dns_port, smtp_port=smtp_port)
-    console = Console()
+    console = stdout_console()
     if demo:
         ok = asyncio.run(_demo(runner, options, console, as_json=as_json))
         if not ok:
@@ -138,8 +138,6 @@ async def _demo(
     expected = {e.address: f"{e.status}/{e.reason}" for e in runner.world.expectations}
     matches = [f"{v.status.value}/{v.reason.value}" == expected[v.email] for v in verdicts]
     if as_json:
-        from streams.render import verdict_json
-
         for verdict in verdicts:
             click.echo(verdict_json(verdict))
     else:

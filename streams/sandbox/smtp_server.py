@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from streams.sandbox.behaviours import MAX_MESSAGE_SIZE, HostPolicy, Reply
 from streams.sandbox.connections import ConnectionTasks
 from streams.sandbox.stats import HostStats
-from streams.sandbox.world import Host, World
+from streams.sandbox.world import Behaviour, Host, World
 
 __all__ = ["MAX_LINE", "SmtpHostServer"]
 
@@ -266,6 +266,9 @@ class SmtpHostServer:
     def _hello(self, session: _Session, verb: str, argument: str) -> Reply:
         if not argument:
             return Reply.of(501, f"5.5.4 Syntax: {verb} hostname")
+        if verb == "EHLO" and self.host.behaviour is Behaviour.HELO_ONLY:
+            # An RFC 821-era server: the client must fall back to HELO (RFC 5321 §4.1.4).
+            return Reply.of(502, "5.5.2 Error: command not recognized")
         session.greeted = True
         session.reset_transaction()
         if not session.counted:

@@ -53,6 +53,7 @@ class Behaviour(enum.StrEnum):
     CANNOT_VERIFY = "cannot_verify"  # every RCPT 252
     DISCONNECT_AFTER_RCPT = "disconnect_after_rcpt"  # hangs up after the first RCPT
     MULTILINE = "multiline"  # Gmail-style multi-line replies
+    HELO_ONLY = "helo_only"  # refuses EHLO (502), so clients fall back to HELO
     DOWN = "down"  # nothing listens (connection refused)
 
 

@@ -32,17 +32,20 @@ def main() -> None:
     parser.add_argument("--addresses", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--skip", action="append", default=["greylist.test"],
+                        help="domains to leave out (repeatable); greylist.test always")
     args = parser.parse_args()
 
     world = load_world()
     domains = [e.address.split("@")[1] for e in world.expectations]
-    domains = [d for d in dict.fromkeys(domains) if d != "greylist.test"]
+    domains = [d for d in dict.fromkeys(domains) if d not in args.skip]
     users = {d.name: sorted(d.users) for d in world.domains}
     emails = []
     for i in range(args.addresses):
         domain = domains[i % len(domains)]
         known = users.get(domain) or ["alice"]
-        local = known[i % len(known)] if i % 3 else f"nobody{i}"
+        # One address in ten is a known user (repeats), the rest distinct unknown ones.
+        local = known[i % len(known)] if (i // len(domains)) % 10 == 0 else f"user{i}"
         emails.append(f"{local}@{domain}")
 
     with SandboxThread(world) as sb, tempfile.TemporaryDirectory() as tmp:

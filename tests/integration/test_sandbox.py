@@ -208,6 +208,7 @@ DEFAULT_EXPECTATIONS = {
     "alice@norelay.test": ("unknown/relay_denied", ""),
     "alice@throwaway.test": ("risky/disposable", ""),
     "alice@tls.test": ("deliverable/accepted", ""),
+    "alice@oldhelo.test": ("deliverable/accepted", ""),
 }
 
 # Domain -> the behaviours of its MX hosts in preference order ([] = no MX records).
@@ -232,6 +233,7 @@ DEFAULT_MX_BEHAVIOURS = {
     "norelay.test": ["strict"],
     "throwaway.test": ["strict"],
     "tls.test": ["strict"],
+    "oldhelo.test": ["helo_only"],
 }
 
 
@@ -267,7 +269,7 @@ def test_default_world_settings() -> None:
 def test_default_world_delays_fit_the_timeout() -> None:
     """The slow host answers within the 10 s phase timeout; the tarpit's banner does not."""
     world = load_world()
-    assert world.probe.timeout == 10.0
+    assert world.probe.timeout == 3.0
     slow, tarpit = world.host("mx.slow.test"), world.host("mx.tarpit.test")
     assert (slow.banner_delay, slow.reply_delay) == (1.0, 0.2)
     assert tarpit.banner_delay == 30.0 > world.probe.timeout
