@@ -32,8 +32,12 @@ def main() -> None:
     parser.add_argument("--addresses", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--skip", action="append", default=["greylist.test"],
-                        help="domains to leave out (repeatable); greylist.test always")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=["greylist.test"],
+        help="domains to leave out (repeatable); greylist.test always",
+    )
     args = parser.parse_args()
 
     world = load_world()
