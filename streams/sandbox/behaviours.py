@@ -155,9 +155,15 @@ class HostPolicy:
 
     def mail_from(self, sender: str) -> Reply:
         """The reply to a well-formed MAIL FROM (RFC 5321 §4.1.1.2)."""
-        if self.host.behaviour is Behaviour.NULL_SENDER_REFUSED and not sender:
+        if self._refuses_null_sender("mail", sender):
             return Reply.of(550, "5.7.1 <>: Sender address rejected: null sender not accepted here")
         return Reply.of(250, "2.1.0 Ok")
+
+    def _refuses_null_sender(self, phase: str, sender: str) -> bool:
+        host = self.host
+        return host.behaviour is Behaviour.NULL_SENDER_REFUSED and not sender and (
+            host.reject_at == phase
+        )
 
     def rcpt(self, client_ip: str, sender: str, recipient: str) -> Reply:
         """The reply to a well-formed RCPT TO inside a transaction (RFC 5321 §4.1.1.3).
@@ -182,6 +188,9 @@ class HostPolicy:
         if behaviour is Behaviour.CANNOT_VERIFY:
             text = "2.1.5 Cannot VRFY user, but will accept message and attempt delivery"
             return Reply.of(252, text)
+        if self._refuses_null_sender("rcpt", sender):
+            # Postfix's smtpd_delay_reject: sender restrictions answer at RCPT.
+            return Reply.of(550, "5.7.1 <>: Sender address rejected: null sender not accepted here")
         local, _, domain_name = recipient.rpartition("@")
         domain = self._world.domain(domain_name)
         if domain is None or not domain.served or not self._world.serves(self.host, domain):

@@ -101,6 +101,7 @@ class Host:
     window: float = 60.0  # rate_limit: sliding window in seconds
     banner_delay: float = 0.0  # tarpit: seconds before the banner
     reply_delay: float = 0.0  # tarpit: seconds before every other reply
+    reject_at: str = "mail"  # null_sender_refused: refuse <> at "mail", or at "rcpt" (Postfix)
     starttls: bool = False  # advertise STARTTLS with a self-signed certificate
     listen: bool = True  # False: nothing listens, like behaviour "down"
 

@@ -54,6 +54,7 @@ _BEHAVIOUR_PARAMS: Mapping[Behaviour, tuple[str, ...]] = {
     Behaviour.GREYLIST: ("greylist_delay",),
     Behaviour.RATE_LIMIT: ("max_connections", "max_rcpt", "window"),
     Behaviour.TARPIT: ("banner_delay", "reply_delay"),
+    Behaviour.NULL_SENDER_REFUSED: ("reject_at",),
 }
 _HOST_KEYS = (
     *("name", "address", "behaviour", "starttls", "listen"),
@@ -267,9 +268,20 @@ def _read_host(data: object, source: str, index: int) -> Host:
         window=table.number("window", _HOST.window),
         banner_delay=table.number("banner_delay", _HOST.banner_delay),
         reply_delay=table.number("reply_delay", _HOST.reply_delay),
+        reject_at=_reject_at(table),
         starttls=table.flag("starttls", _HOST.starttls),
         listen=table.flag("listen", _HOST.listen),
     )
+
+
+def _reject_at(table: _Table) -> str:
+    value = table.text("reject_at", _HOST.reject_at)
+    if value not in ("mail", "rcpt"):
+        raise table.error(
+            f"reject_at {value!r} is unknown",
+            'use "mail" (refuse MAIL FROM:<>) or "rcpt" (refuse at RCPT, as Postfix does)',
+        )
+    return value
 
 
 def _read_domain(data: object, source: str, index: int) -> Domain:

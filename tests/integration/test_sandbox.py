@@ -332,6 +332,10 @@ _HOST = {"name": "mx.a.test", "address": HOST}
             {"hosts": [{**_HOST, "greylist_delay": 1.0}]},
             ["greylist_delay applies only to behaviour 'greylist'"],
         ),
+        (
+            {"hosts": [{**_HOST, "behaviour": "null_sender_refused", "reject_at": "data"}]},
+            ["reject_at 'data' is unknown", '"rcpt"'],
+        ),
         ({"smtp": {"port": "25"}}, ["[smtp]", "port must be an integer"]),
         ({"smtp": {"port": True}}, ["[smtp]", "port must be an integer"]),
         ({"smtp": {"idle_timeout": 0}}, ["[smtp]", "idle_timeout = 0 is not a duration", "> 0"]),

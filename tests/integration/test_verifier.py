@@ -335,3 +335,56 @@ async def test_disconnect_after_rcpt_reconnects() -> None:
             "undeliverable/mailbox_not_found",
         ]
         assert sb.call(lambda: sb.sandbox.stats("mx.drop.test").sessions) == 4  # 3 + catch-all
+
+
+async def test_idn_domain_is_probed_in_ascii_and_reported_in_both_forms() -> None:
+    """An IDN domain is looked up and sent as punycode; the verdict keeps both forms."""
+    world = small_world(
+        {"name": "mx.idn.test", "address": "127.0.54.15", "behaviour": "strict"},
+        domains=[
+            {
+                "name": "xn--bcher-kva.test",
+                "users": ["ann"],
+                "mx": [{"preference": 10, "host": "mx.idn.test"}],
+            }
+        ],
+    )
+    with SandboxThread(world) as sb:
+        unicode_form, ascii_form = await verify(sb, ["ann@bücher.test", "ann@xn--bcher-kva.test"])
+        for verdict in (unicode_form, ascii_form):
+            assert verdict_of(verdict) == "deliverable/accepted"
+            assert verdict.normalized == "ann@bücher.test"
+            assert verdict.ascii_email == "ann@xn--bcher-kva.test"
+        assert unicode_form.email == "ann@bücher.test"
+
+
+@pytest.mark.parametrize(
+    ("mail_from", "expected"),
+    [
+        ("probe@mxprobe.test", "deliverable/accepted"),
+        (None, "unknown/null_sender_refused"),
+    ],
+)
+async def test_null_sender_refused_at_rcpt(mail_from: str | None, expected: str) -> None:
+    """A host refusing <> only at RCPT (Postfix delay_reject) is asked again with --mail-from."""
+    world = small_world(
+        {
+            "name": "mx.late.test",
+            "address": "127.0.54.16",
+            "behaviour": "null_sender_refused",
+            "reject_at": "rcpt",
+        },
+        domains=[
+            {
+                "name": "late.test",
+                "users": ["alice"],
+                "mx": [{"preference": 10, "host": "mx.late.test"}],
+            }
+        ],
+    )
+    with SandboxThread(world) as sb:
+        [verdict] = await verify(sb, ["alice@late.test"], mail_from=mail_from)
+        assert verdict_of(verdict) == expected
+        stats = sb.call(lambda: sb.sandbox.stats("mx.late.test"))
+        assert stats.sessions == 1
+        assert stats.mail_from[:2] == (["", "probe@mxprobe.test"] if mail_from else [""])
