@@ -213,10 +213,11 @@ _MAILBOX = _words(
     r"\binvalid (?:recipient|mailbox|address)\b|\baddress invalid\b",
     r"\bunrouteable address\b",
     r"\bno mailbox here\b",
-    r"\buser not local\b",
     r"\bmailbox name not allowed\b",
     r"\bdoesn't have an? (?:[\w.-]+ )?account\b",
 )
+# Microsoft 365 Directory-Based Edge Blocking: the recipient is not in the tenant directory.
+_DIRECTORY = _words(r"\brecipient address rejected: access denied\b")
 _GREYLIST = _words(
     r"\bgr[ae]y-?list",
     r"\btemporarily deferred\b",
@@ -336,7 +337,11 @@ _RCPT_PERMANENT_ENHANCED = _table(
         # is not in the tenant directory with "550 5.4.1 Recipient address
         # rejected: Access denied. AS(201806281)" (Microsoft support: "NDR error
         # 550 5.4.1 ... the recipient's email address is not valid").
-        (4, 1): _Outcome(ReplyClass.MAILBOX_NOT_FOUND, _RELAY_TEXT),
+        # Any other 5.4.1 is a routing status ("no answer from host", RFC 3463).
+        (4, 1): _Outcome(
+            ReplyClass.PERMANENT_FAILURE,
+            (*_RELAY_TEXT, *_rules(_DIRECTORY, ReplyClass.MAILBOX_NOT_FOUND)),
+        ),
         (4, None): _FAILED,
         # chkuser sends its relay refusal as 553 5.5.3.
         (5, 3): _Outcome(ReplyClass.TOO_MANY_RECIPIENTS, _RELAY_TEXT),
@@ -435,10 +440,13 @@ _CODES: Mapping[Phase, _CodeTable] = MappingProxyType(
                 251: ReplyClass.ACCEPTED,
                 252: ReplyClass.CANNOT_VERIFY,  # RFC 5321 §3.5.3
                 452: _RCPT_STORAGE,
+                # DESIGN: a bare 550 names the mailbox. 551 ("user not local",
+                # RFC 5321 §3.4: the user exists elsewhere) and 553 need 5.1.x
+                # or mailbox wording to count as "not found".
                 550: _RCPT_MAILBOX,
-                551: _RCPT_MAILBOX,
+                551: _RCPT_FAILED,
                 552: _RCPT_FULL,
-                553: _RCPT_MAILBOX,
+                553: _RCPT_FAILED,
             },
             {4: _RCPT_TEMPORARY, 5: _RCPT_FAILED},
         ),

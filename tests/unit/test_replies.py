@@ -189,7 +189,11 @@ RCPT_CASES = [
     (reply(553, "Requested action not taken: mailbox name not allowed"), R.MAILBOX_NOT_FOUND),
     (reply(550, "Requested action not taken"), R.MAILBOX_NOT_FOUND),
     (reply(550, "Address rejected", "5.0.0"), R.MAILBOX_NOT_FOUND),
-    (reply(551, "User not local"), R.MAILBOX_NOT_FOUND),
+    # 551: the user exists elsewhere (RFC 5321 §3.4); 553 needs evidence too.
+    (reply(551, "User not local"), R.PERMANENT_FAILURE),
+    (reply(553, "Rejected"), R.PERMANENT_FAILURE),
+    # 5.4.1 is a routing status unless it is Microsoft's directory wording.
+    (reply(554, "no answer from host", "5.4.1"), R.PERMANENT_FAILURE),
     (reply(550, "Recipient address rejected: Access denied", "5.4.1"), R.MAILBOX_NOT_FOUND),
     (reply(550, "Relay Access Denied", "5.4.1"), R.RELAY_DENIED),
     # 554 without evidence is only a permanent failure.
