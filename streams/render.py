@@ -74,16 +74,18 @@ def verdict_table(verdicts: Iterable[Verdict], *, title: str | None = None) -> T
     table.add_column("flags")
     table.add_column("evidence", overflow="fold")
     for verdict in verdicts:
-        address = verdict.email
+        # Addresses and host names are data, never rich markup: Text() keeps
+        # "[bold]x@y" from restyling a row or "[/]" from crashing the table.
+        address = Text(verdict.email)
         if verdict.did_you_mean:
-            address += f"\n(did you mean {verdict.did_you_mean}?)"
+            address.append(f"\n(did you mean {verdict.did_you_mean}?)")
         table.add_row(
             address,
             Text(verdict.status.value, style=STATUS_STYLES[verdict.status]),
             verdict.reason.value,
             f"{verdict.confidence:.2f}",
             flag_text(verdict),
-            evidence_text(verdict),
+            Text(evidence_text(verdict)),
         )
     return table
 

@@ -9,6 +9,7 @@ Command-line options override the environment. Below the CLI nothing reads
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
@@ -24,6 +25,25 @@ from streams.verifier import VerifierConfig
 __all__ = ["Settings", "VerifierConfig", "load_settings"]
 
 _LIST_SPLIT = re.compile(r"[,\s]+")
+# A host name for EHLO/HELO: LDH labels (RFC 5321 §4.1.2 Domain, RFC 1123 §2.1).
+_HELO = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _address_literal(value: str) -> bool:
+    """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 §4.1.3)."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return False
+    inner = value[1:-1]
+    inner = inner[5:] if inner.lower().startswith("ipv6:") else inner
+    try:
+        ipaddress.ip_address(inner)
+    except ValueError:
+        return False
+    return True
+
 
 # The option that sets each field, for error messages.
 _OPTION_NAMES = {
@@ -116,12 +136,37 @@ class Settings(BaseSettings):
             raise ValueError(str(exc).rstrip(".")) from None
         return value
 
+    @field_validator("helo")
+    @classmethod
+    def _check_helo(cls, value: str | None) -> str | None:
+        if value is None or _HELO.fullmatch(value) or _address_literal(value):
+            return value
+        raise ValueError(
+            f"{value!r} is not a host name (letters, digits, hyphens and dots, RFC 5321 §4.1.1.1) "
+            "or an address literal like [192.0.2.1]"
+        )
+
+    @field_validator("source_address")
+    @classmethod
+    def _check_source_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address of this machine") from None
+        return value
+
     @model_validator(mode="after")
     def _check_mail_from(self) -> Settings:
         if self.mail_from is not None:
             parsed = parse_address(self.mail_from, allowed_tlds=self.allow_tld)
             if isinstance(parsed, SyntaxProblem):
                 raise ValueError(f"mail_from: {parsed.message}")
+            if parsed.smtputf8 or not self.mail_from.isascii():
+                raise ValueError(
+                    "mail_from: the probe sender must be an ASCII address, "
+                    "so that hosts without SMTPUTF8 can accept it"
+                )
         if self.mx_ttl_floor > self.mx_ttl_ceiling:
             raise ValueError("mx_ttl_floor: must not be above mx_ttl_ceiling")
         return self

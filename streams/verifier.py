@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,10 @@ class VerifierConfig:
     concurrency: int = 20
     max_mx_hosts: int = 5
     rcpt_per_session: int = 50
+    dns_concurrency: int = 50  # domain lookups in flight at once
+    # SMTP sessions one group may open in a batch when its host keeps dropping
+    # the connection (each must answer at least one more recipient).
+    max_sessions_per_group: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +98,13 @@ class Verifier:
         self._clock = clock
         self._rng = rng or random.Random()
         self._routes: dict[str, DomainRoute] = {}
-        self._catch_all: dict[tuple[str, str], CatchAllFact] = {}
-        self._host_locks: dict[str, asyncio.Lock] = {}
+        self._catch_all: dict[str, CatchAllFact] = {}  # by domain (ASCII form)
+        # Locks live only while someone holds or awaits them.
+        self._host_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._sessions = asyncio.Semaphore(config.concurrency)
+        self._dns = asyncio.Semaphore(config.dns_concurrency)
         self.sessions_opened = 0  # SMTP sessions with a successful EHLO, for reports
 
     async def verify(self, email: str) -> Verdict:
@@ -135,13 +144,16 @@ class Verifier:
         domains = sorted({address.ascii_domain for _, address in parsed})
         routes = dict(zip(domains, await asyncio.gather(*map(self._route, domains)), strict=True))
 
-        groups: dict[tuple[Target, ...], _Group] = {}
+        # Domains served by the same set of mail hosts share sessions, whatever
+        # order their equal-preference MX records were shuffled into.
+        groups: dict[frozenset[Target], _Group] = {}
         for email, address in parsed:
             route = routes[address.ascii_domain]
             if route.problem is not None:
                 emit(self._decide(address, Facts(email=email, dns=route.problem)))
                 continue
-            group = groups.setdefault(route.targets, _Group(targets=route.targets))
+            key = frozenset(route.targets)
+            group = groups.setdefault(key, _Group(targets=route.targets))
             group.addresses.append((email, address))
         await asyncio.gather(*(self._probe_group(group, emit) for group in groups.values()))
         return [done[email] for email in emails]
@@ -152,7 +164,10 @@ class Verifier:
         cached = self._routes.get(domain)
         if cached is not None and cached.expires_at > now:
             return cached
-        route = await self._resolve_route(domain, now)
+        async with self._dns:  # a bounded number of lookups in flight
+            route = await self._resolve_route(domain, now)
+        if len(self._routes) >= _CACHE_LIMIT:
+            self._routes = {d: r for d, r in self._routes.items() if r.expires_at > now}
         self._routes[domain] = route
         return route
 
@@ -201,42 +216,50 @@ class Verifier:
         """Probe one route's recipients in sessions of at most ``rcpt_per_session``."""
         host = group.targets[0].host
         now = self._clock()
+        max_age = self._config.catch_all_max_age
         recipients: list[str] = []
         for _, address in group.addresses:
             recipient = smtp_recipient(address)
             if recipient not in recipients:
                 recipients.append(recipient)
         for domain in dict.fromkeys(a.ascii_domain for _, a in group.addresses):
-            fact = self._catch_all.get((host, domain), CatchAllFact())
-            if not fact.is_fresh(now, self._config.catch_all_max_age):
+            fact = self._catch_all.get(domain, CatchAllFact())
+            if not fact.is_fresh(now, max_age):
                 probe = f"{random_local_part(self._rng)}@{domain}"
                 group.catch_all_probes[domain] = probe
                 recipients.append(probe)
         smtputf8 = any(address.smtputf8 for _, address in group.addresses)
         size = self._config.rcpt_per_session
         results: dict[str, RcptOutcome] = {}
-        sessions = 0
-        lock = self._host_locks.setdefault(host, asyncio.Lock())
+        budget = self._config.max_sessions_per_group
+        lock = self._host_locks.get(host)
+        if lock is None:
+            lock = self._host_locks[host] = asyncio.Lock()
         async with lock:  # one session at a time per mail host
             for start in range(0, len(recipients), size):
                 async with self._sessions:
                     outcome: ProbeOutcome = await self._prober.probe(
-                        group.targets, recipients[start : start + size], smtputf8=smtputf8
+                        group.targets,
+                        recipients[start : start + size],
+                        smtputf8=smtputf8,
+                        max_sessions=max(budget, 1),
                     )
                 results.update(outcome.results)
-                sessions += max(outcome.connections, 1)
+                budget -= outcome.sessions
                 self.sessions_opened += outcome.sessions
         now = self._clock()
+        if len(self._catch_all) >= _CACHE_LIMIT:
+            self._catch_all = {d: f for d, f in self._catch_all.items() if f.is_fresh(now, max_age)}
         for domain, probe in group.catch_all_probes.items():
             rcpt = results[probe]
             reply_class = classify(rcpt.reply, Phase.RCPT) if rcpt.reply is not None else None
             if rcpt.phase is not Phase.RCPT:
                 reply_class = None
-            previous = self._catch_all.get((host, domain), CatchAllFact())
-            self._catch_all[(host, domain)] = observe(previous, reply_class, now)
+            previous = self._catch_all.get(domain, CatchAllFact())
+            self._catch_all[domain] = observe(previous, reply_class, now)
         for email, address in group.addresses:
             rcpt = results[smtp_recipient(address)]
-            fact = self._catch_all.get((host, address.ascii_domain), CatchAllFact())
+            fact = self._catch_all.get(address.ascii_domain, CatchAllFact())
             target = rcpt.target
             facts = Facts(
                 email=email,
@@ -246,7 +269,7 @@ class Verifier:
                 mail_host=target.host if target else None,
                 mail_host_address=target.address if target else None,
                 catch_all=fact.state if rcpt.reply is not None else CatchAll.UNKNOWN,
-                attempts=sessions,
+                attempts=rcpt.connections,
                 detail=rcpt.detail,
             )
             emit(self._decide(address, facts))
@@ -254,6 +277,10 @@ class Verifier:
     def _decide(self, address: Address, facts: Facts) -> Verdict:
         signals = self._lists.signals(address.local_part, address.ascii_domain)
         return decide(dataclasses.replace(facts, address=address, signals=signals))
+
+
+#: Caches are pruned of expired entries when they reach this many domains.
+_CACHE_LIMIT = 100_000
 
 
 def _problem_ttl(problem: DnsProblem, ttl: int = 300) -> float:

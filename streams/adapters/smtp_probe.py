@@ -65,6 +65,7 @@ class RcptOutcome:
     failure: SessionFailure | None = None
     target: Target | None = None
     detail: str = ""
+    connections: int = 0  # connections the batch had opened when this outcome was known
 
 
 @dataclass(slots=True)
@@ -77,11 +78,21 @@ class ProbeOutcome:
 
 
 class _SessionEnded(Exception):
-    """A session cannot go on; ``outcome`` is what every unanswered recipient gets."""
+    """A session cannot go on; ``outcome`` is what every unanswered recipient gets.
 
-    def __init__(self, outcome: RcptOutcome) -> None:
+    ``resumable``: the rest may be asked in a new session to the same host (the
+    host dropped the connection, or wants fewer recipients per session).
+    ``failover``: if nobody was answered yet, the next MX host may be tried (a
+    421, or a drop, before any recipient was answered).
+    """
+
+    def __init__(
+        self, outcome: RcptOutcome, *, resumable: bool = False, failover: bool = False
+    ) -> None:
         super().__init__(outcome.detail)
         self.outcome = outcome
+        self.resumable = resumable
+        self.failover = failover
 
 
 class SmtpProber:
@@ -91,62 +102,70 @@ class SmtpProber:
         self._config = config
 
     async def probe(
-        self, targets: Sequence[Target], recipients: Sequence[str], *, smtputf8: bool = False
+        self,
+        targets: Sequence[Target],
+        recipients: Sequence[str],
+        *,
+        smtputf8: bool = False,
+        max_sessions: int | None = None,
     ) -> ProbeOutcome:
         """Ask the first reachable target about every recipient.
 
         Targets are tried in order; the next one is used when a connection
-        fails or the banner is not 220 (a 421 in particular). ``smtputf8``
-        says some recipient needs the SMTPUTF8 extension (RFC 6531).
+        fails, the banner is not 220 (a 421 in particular), or the host
+        answers 421 or hangs up before answering any recipient. When a host
+        drops the session after answering some recipients, the rest go to a
+        new session with it, at most ``max_sessions`` sessions in all.
+        ``smtputf8`` says some recipient needs SMTPUTF8 (RFC 6531).
 
         Returns:
             One :class:`RcptOutcome` per recipient (never raises for what a
             server does).
         """
+        budget = self._config.max_sessions if max_sessions is None else max_sessions
         outcome = ProbeOutcome()
         pending = list(dict.fromkeys(recipients))
-        start = 0
+        index = 0
         while pending:
-            if outcome.sessions >= self._config.max_sessions:
-                _fill(
-                    outcome,
-                    pending,
-                    RcptOutcome(
-                        "",
-                        failure=SessionFailure.DISCONNECTED,
-                        detail=f"The host dropped {outcome.sessions} sessions in a row.",
-                    ),
+            if outcome.sessions >= budget:
+                detail = (
+                    f"The host ended {outcome.sessions} sessions before answering every "
+                    "recipient; mxprobe stops there to stay polite."
                 )
+                give_up = RcptOutcome("", failure=SessionFailure.DISCONNECTED, detail=detail)
+                _fill(outcome, pending, give_up)
                 break
-            connected = await self._connect(targets, start, outcome)
+            connected = await self._connect(targets, index, outcome)
             if isinstance(connected, RcptOutcome):
                 _fill(outcome, pending, connected)
                 break
-            smtp, start = connected  # a reconnect goes back to the host that answered
+            smtp, index = connected  # a reconnect goes back to the host that answered
             answered_before = len(outcome.results)
-            dropped: RcptOutcome | None = None
+            ended: _SessionEnded | None = None
             try:
-                await self._session(smtp, targets[start], pending, outcome, smtputf8=smtputf8)
-            except _SessionEnded as ended:
-                if ended.outcome.failure is SessionFailure.DISCONNECTED:
-                    dropped = ended.outcome  # the rest go to a new session
-                else:
-                    _fill(outcome, pending, ended.outcome)
+                await self._session(smtp, targets[index], pending, outcome, smtputf8=smtputf8)
+            except _SessionEnded as exc:
+                ended = exc
             finally:
                 await _close(smtp, self._config.timeout)
             pending = [r for r in pending if r not in outcome.results]
-            if pending and len(outcome.results) == answered_before:
-                _fill(
-                    outcome,
-                    pending,
-                    dropped
-                    or RcptOutcome(
-                        "",
-                        failure=SessionFailure.DISCONNECTED,
-                        target=targets[start],
-                        detail="The host ended the session before answering any recipient.",
-                    ),
+            if not pending:
+                break
+            progress = len(outcome.results) > answered_before
+            if not progress and (ended is None or ended.failover) and index + 1 < len(targets):
+                index += 1  # this host answered nobody: RFC 5321 §5.1, try the next MX
+                continue
+            if ended is not None and not (ended.resumable and progress):
+                _fill(outcome, pending, ended.outcome)
+                break
+            if not progress:
+                stalled = RcptOutcome(
+                    "",
+                    failure=SessionFailure.DISCONNECTED,
+                    target=targets[index],
+                    detail="The host ended the session before answering any recipient.",
                 )
+                _fill(outcome, pending, stalled)
                 break
         return outcome
 
@@ -262,19 +281,22 @@ class SmtpProber:
                     and null_sender
                     and config.mail_from is not None
                 )
-                if retry_with_probe_sender or (
-                    reply_class is ReplyClass.TOO_MANY_RECIPIENTS and position > 0
-                ):
+                if reply_class is ReplyClass.TOO_MANY_RECIPIENTS and position == 0:
+                    # Fewer recipients per session, not per transaction: a new session.
+                    raise _SessionEnded(RcptOutcome("", reply=reply, target=target), resumable=True)
+                if retry_with_probe_sender or reply_class is ReplyClass.TOO_MANY_RECIPIENTS:
                     # A sender refused at RCPT (Postfix delays MAIL checks to RCPT):
                     # new transaction with the probe sender. Too many recipients
                     # (RFC 5321 §4.5.3.1.10): new transaction for the rest.
                     null_sender = null_sender and not retry_with_probe_sender
                     queue = batch[position:] + queue
                     break
-                outcome.results[recipient] = RcptOutcome(recipient, reply=reply, target=target)
                 if reply_class is ReplyClass.RATE_LIMITED:
                     # 421 closes the session (RFC 5321 §3.8); the rest were not asked.
-                    raise _SessionEnded(RcptOutcome("", reply=reply, target=target))
+                    raise _SessionEnded(RcptOutcome("", reply=reply, target=target), failover=True)
+                outcome.results[recipient] = RcptOutcome(
+                    recipient, reply=reply, target=target, connections=outcome.connections
+                )
                 if not smtp.is_connected:
                     return
 
@@ -298,11 +320,11 @@ class SmtpProber:
                 return sender
             except aiosmtplib.SMTPSenderRefused as exc:
                 reply = SmtpReply.from_message(exc.code, exc.message)
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except (aiosmtplib.SMTPException, OSError, UnicodeError) as exc:
                 raise self._ended(target, Phase.MAIL, exc) from exc
             if sender or classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED:
                 break
-        raise _SessionEnded(RcptOutcome("", reply=reply, phase=Phase.MAIL, target=target))
+        raise _refused(reply, Phase.MAIL, target)
 
     async def _rcpt(
         self, smtp: aiosmtplib.SMTP, target: Target, recipient: str, *, utf8: bool
@@ -323,7 +345,7 @@ class SmtpProber:
             if exc.code < 0:
                 raise self._ended(target, phase, exc) from exc
             reply = SmtpReply.from_message(exc.code, exc.message)
-            raise _SessionEnded(RcptOutcome("", reply=reply, phase=phase, target=target)) from exc
+            raise _refused(reply, phase, target) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise self._ended(target, phase, exc) from exc
 
@@ -344,9 +366,20 @@ class SmtpProber:
         else:
             failure = SessionFailure.DISCONNECTED
             detail = f"{target.host} closed the connection during {phase.value.upper()}."
+        dropped = failure is SessionFailure.DISCONNECTED
         return _SessionEnded(
-            RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail)
+            RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail),
+            resumable=dropped,
+            failover=dropped,
         )
+
+
+def _refused(reply: SmtpReply, phase: Phase, target: Target) -> _SessionEnded:
+    """A reply that ends the session before RCPT; a 421 lets the next MX be tried."""
+    throttled = classify(reply, phase) is ReplyClass.RATE_LIMITED
+    return _SessionEnded(
+        RcptOutcome("", reply=reply, phase=phase, target=target), failover=throttled
+    )
 
 
 async def _greet(smtp: aiosmtplib.SMTP, helo: str) -> None:
@@ -378,6 +411,7 @@ def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcom
                 failure=template.failure,
                 target=template.target,
                 detail=template.detail,
+                connections=outcome.connections,
             )
 
 

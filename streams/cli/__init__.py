@@ -6,6 +6,7 @@ sentence on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -44,3 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: say so in one line, traceback on request
+        if os.environ.get("MXPROBE_TRACEBACK"):
+            raise
+        click.echo(
+            f"Internal error: {type(exc).__name__}: {exc}. This is a bug in mxprobe; please "
+            "report it with the command you ran (MXPROBE_TRACEBACK=1 shows the traceback).",
+            err=True,
+        )
+        sys.exit(1)

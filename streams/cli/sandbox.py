@@ -154,12 +154,12 @@ def _demo_table(verdicts: Sequence[Verdict], expected: dict[str, str]) -> Table:
         got = f"{verdict.status.value}/{verdict.reason.value}"
         want = expected[verdict.email]
         table.add_row(
-            verdict.email,
+            Text(verdict.email),
             Text(verdict.status.value, style=STATUS_STYLES[verdict.status]),
             verdict.reason.value,
             f"{verdict.confidence:.2f}",
             flag_text(verdict),
-            evidence_text(verdict),
+            Text(evidence_text(verdict)),
             Text("✓" if got == want else f"✗ {want}", style="green" if got == want else "red"),
         )
     return table
@@ -185,7 +185,9 @@ def _world_table(world: World) -> Table:
             hosts, behaviours = "none", "-"
         if domain.servfail:
             behaviours = "DNS SERVFAIL"
-        table.add_row(domain.name, hosts, behaviours, ", ".join(sorted(domain.users)))
+        table.add_row(
+            Text(domain.name), Text(hosts), behaviours, Text(", ".join(sorted(domain.users)))
+        )
     return table
 
 
@@ -195,6 +197,9 @@ def _expectation_table(world: World) -> Table:
         table.add_column(column, overflow="fold")
     for e in world.expectations:
         table.add_row(
-            e.address, f"{e.status}/{e.reason}", e.after_retry or "", e.note or e.behaviour
+            Text(e.address),
+            f"{e.status}/{e.reason}",
+            e.after_retry or "",
+            Text(e.note or e.behaviour),
         )
     return table

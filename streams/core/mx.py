@@ -113,15 +113,20 @@ class AddressScope(enum.StrEnum):
 def address_scope(address: str) -> AddressScope:
     """Classify an IPv4 or IPv6 address; anything unparsable is ``RESERVED``.
 
-    IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) are judged by their IPv4
-    address, so they cannot smuggle a private target past the check.
+    IPv4-mapped (``::ffff:10.0.0.1``) and 6to4 (``2002:0a00:0001::``)
+    IPv6 addresses are judged by the IPv4 address they embed, so they cannot
+    smuggle a private target past the check.
     """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return AddressScope.RESERVED
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:  # fec0::/10, deprecated (RFC 3879) but still private
+            return AddressScope.PRIVATE
+        embedded = ip.ipv4_mapped or ip.sixtofour  # 6to4 (RFC 3056) embeds an IPv4 too
+        if embedded is not None:
+            ip = embedded
     # Order matters: loopback and link-local are also "private" to ipaddress.
     if ip.is_unspecified:
         return AddressScope.UNSPECIFIED

@@ -161,8 +161,10 @@ class HostPolicy:
 
     def _refuses_null_sender(self, phase: str, sender: str) -> bool:
         host = self.host
-        return host.behaviour is Behaviour.NULL_SENDER_REFUSED and not sender and (
-            host.reject_at == phase
+        return (
+            host.behaviour is Behaviour.NULL_SENDER_REFUSED
+            and not sender
+            and (host.reject_at == phase)
         )
 
     def rcpt(self, client_ip: str, sender: str, recipient: str) -> Reply:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,32 +62,46 @@ def test_check_json_gives_every_expected_verdict(world_sb: SandboxThread) -> Non
 
 
 def test_check_options_on_the_command_line(world_sb: SandboxThread) -> None:
-    """Every probe setting works as an option as well as an environment variable."""
+    """The probe settings work as options, with no MXPROBE_* variable set."""
     sb = world_sb.sandbox
-    result = mxprobe(
-        "check",
-        "--json",
-        "--dns-server",
-        sb.dns_server,
-        "--smtp-port",
-        str(sb.smtp_port),
-        "--allow-private-mx",
-        "--allow-tld",
-        "test",
-        "--helo",
-        "probe.mxprobe.test",
-        "--mail-from",
-        "probe@mxprobe.test",
-        "--timeout",
-        "2",
-        "--concurrency",
-        "4",
+    options = [
+        *("--dns-server", sb.dns_server, "--smtp-port", str(sb.smtp_port)),
+        *("--allow-private-mx", "--allow-tld", "test", "--helo", "probe.mxprobe.test"),
+        *("--mail-from", "probe@mxprobe.test", "--timeout", "1", "--concurrency", "4"),
+        *("--disposable-domain", "throwaway.test"),
+    ]
+    addresses = [
         "alice@nullsender.test",
         "nobody@strict.test",
+        "alice@tarpit.test",
+        "alice@throwaway.test",
+    ]
+    started = time.monotonic()
+    result = mxprobe("check", "--json", *options, *addresses)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    got = [f"{v['status']}/{v['reason']}" for v in map(json.loads, result.stdout.splitlines())]
+    assert got == [
+        "deliverable/accepted",  # --mail-from reached the null-sender-refusing host
+        "undeliverable/mailbox_not_found",
+        "unknown/timeout",  # --timeout 1 against a 30 s banner
+        "risky/disposable",  # --disposable-domain
+    ]
+    assert elapsed < 15, f"--timeout 1 should end the tarpit quickly, took {elapsed:.0f} s"
+
+
+def test_table_shows_addresses_as_text_not_markup(world_sb: SandboxThread) -> None:
+    """Rich markup inside an address is printed as is, and cannot crash the table."""
+    result = mxprobe(
+        "check",
+        "[bold red]alice@strict.test",
+        "x[/x]@strict.test",
+        "[/]@a.test",
+        env=world_sb.env(),
     )
     assert result.returncode == 0, result.stderr
-    got = [json.loads(line)["status"] for line in result.stdout.splitlines()]
-    assert got == ["deliverable", "undeliverable"]
+    assert "[bold red]alice@strict.test" in result.stdout
+    assert "x[/x]@strict.test" in result.stdout
 
 
 def test_check_reads_a_file_and_prints_a_table(world_sb: SandboxThread, tmp_path: Path) -> None:
@@ -118,6 +133,11 @@ def test_check_reads_stdin(world_sb: SandboxThread) -> None:
         (["check", "--dns-server", "dns.example", "a@b.com"], {}, "not an IP address"),
         (["check", "--allow-tld", "local", "a@b.com"], {}, "cannot be allowed"),
         (["check", "--mail-from", "not-an-address", "a@b.com"], {}, "--mail-from"),
+        (["check", "--mail-from", "prøbe@example.com", "a@b.com"], {}, "ASCII"),
+        (["check", "--helo", "a b", "a@b.com"], {}, "--helo"),
+        (["check", "--helo", "x\r\nRSET", "a@b.com"], {}, "--helo"),
+        (["check", "--source-address", "foo", "a@b.com"], {}, "--source-address"),
+        (["check", "--source-address", "192.0.2.1", "a@b.com"], {}, "not an address of this"),
         (["check", "a@b.com"], {"MXPROBE_SMTP_PORT": "many"}, "MXPROBE_SMTP_PORT"),
         (["check", "--file", "/nonexistent/list.txt"], {}, "cannot read /nonexistent/list.txt"),
         (["sandbox", "--world", "/nonexistent/world.toml"], {}, "world.toml"),

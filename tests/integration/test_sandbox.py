@@ -441,11 +441,15 @@ def test_load_world_from_file(tmp_path: Path) -> None:
     assert domain is not None and domain.knows("ALICE") and not domain.knows("bob")
 
 
+def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    # A named function, not a lambda: hypothesis reads a lambda's source to
+    # describe it, which is fragile when files change during a run.
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+
+
 _TOML_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
+    _containers,
     max_leaves=6,
 )
 _BASE_WORLD: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,9 +11,13 @@ from typing import Any
 import pytest
 from support import SandboxThread
 
+from streams.adapters.resolver import Resolver
+from streams.adapters.smtp_probe import SmtpProber
 from streams.cli.options import build_verifier
+from streams.core.lists import StaticLists
 from streams.core.verdict import Status, Verdict
 from streams.sandbox import World, load_world
+from streams.verifier import Verifier
 
 pytestmark = pytest.mark.integration
 
@@ -199,10 +204,29 @@ async def test_tarpit_times_out_per_phase(world_sb: SandboxThread) -> None:
 
 
 async def test_smtputf8_local_part(world_sb: SandboxThread) -> None:
-    """An internationalised local part is sent with SMTPUTF8 and gets a real answer."""
+    """An unknown internationalised local part is sent with SMTPUTF8 and refused."""
     [verdict] = await verify(world_sb, ["josé@strict.test"])
     assert verdict_of(verdict) == "undeliverable/mailbox_not_found"
     assert verdict.evidence.reply_code == 550
+
+
+async def test_smtputf8_known_user_is_accepted() -> None:
+    """A known UTF-8 mailbox is accepted, which proves the local part reached the host intact."""
+    world = small_world(
+        {"name": "mx.utf.test", "address": "127.0.54.17", "behaviour": "strict"},
+        domains=[
+            {
+                "name": "utf.test",
+                "users": ["josé"],
+                "mx": [{"preference": 10, "host": "mx.utf.test"}],
+            }
+        ],
+    )
+    with SandboxThread(world) as sb:
+        known, unknown = await verify(sb, ["josé@utf.test", "jose@utf.test"])
+        assert verdict_of(known) == "deliverable/accepted"
+        assert known.ascii_email is None and known.normalized == "josé@utf.test"
+        assert verdict_of(unknown) == "undeliverable/mailbox_not_found"
 
 
 async def test_duplicates_and_invalid_input_in_one_batch(world_sb: SandboxThread) -> None:
@@ -388,3 +412,59 @@ async def test_null_sender_refused_at_rcpt(mail_from: str | None, expected: str)
         stats = sb.call(lambda: sb.sandbox.stats("mx.late.test"))
         assert stats.sessions == 1
         assert stats.mail_from[:2] == (["", "probe@mxprobe.test"] if mail_from else [""])
+
+
+async def test_421_at_first_rcpt_fails_over_to_next_mx() -> None:
+    """A primary that greets but throttles before answering anyone hands over to the secondary."""
+    world = small_world(
+        {
+            "name": "mx1.late421.test",
+            "address": "127.0.54.18",
+            "behaviour": "rate_limit",
+            "max_rcpt": 0,
+            "window": 60.0,
+        },
+        {"name": "mx2.late421.test", "address": "127.0.54.19", "behaviour": "strict"},
+        domains=[
+            {
+                "name": "late421.test",
+                "users": ["alice"],
+                "mx": [
+                    {"preference": 10, "host": "mx1.late421.test"},
+                    {"preference": 20, "host": "mx2.late421.test"},
+                ],
+            }
+        ],
+    )
+    with SandboxThread(world) as sb:
+        [verdict] = await verify(sb, ["alice@late421.test"])
+        assert verdict_of(verdict) == "deliverable/accepted"
+        assert verdict.evidence.mail_host == "mx2.late421.test"
+        assert verdict.evidence.attempts == 2  # the throttling primary, then the secondary
+
+
+async def test_reconnects_are_bounded_per_group() -> None:
+    """A host that drops every session after one RCPT gets a bounded number of sessions."""
+    world = small_world(
+        {"name": "mx.drop.test", "address": "127.0.54.20", "behaviour": "disconnect_after_rcpt"},
+        domains=[
+            {
+                "name": "drop.test",
+                "mx": [{"preference": 10, "host": "mx.drop.test"}],
+                "users": ["a"],
+            }
+        ],
+    )
+    with SandboxThread(world) as sb:
+        settings = sb.settings()
+        verifier = Verifier(
+            Resolver(settings.resolver_config()),
+            SmtpProber(settings.probe_config(default_helo="probe.mxprobe.test")),
+            StaticLists.packaged(),
+            dataclasses.replace(settings.verifier_config(), max_sessions_per_group=3),
+        )
+        emails = [f"u{i}@drop.test" for i in range(6)]
+        verdicts = await verifier.verify_many(emails)
+        assert [v.status for v in verdicts[:3]] == [Status.UNDELIVERABLE] * 3
+        assert {verdict_of(v) for v in verdicts[3:]} == {"unknown/disconnected"}
+        assert sb.call(lambda: sb.sandbox.stats("mx.drop.test").sessions) == 3

@@ -104,6 +104,9 @@ def test_implicit_mx_is_the_domain() -> None:
         ("240.0.0.1", AddressScope.RESERVED),
         ("::ffff:10.0.0.1", AddressScope.PRIVATE),  # IPv4-mapped cannot smuggle a private target
         ("::ffff:127.0.0.1", AddressScope.LOOPBACK),
+        ("2002:a00:1::1", AddressScope.PRIVATE),  # 6to4 embedding 10.0.0.1
+        ("2002:808:808::1", AddressScope.PUBLIC),  # 6to4 embedding 8.8.8.8
+        ("fec0::1", AddressScope.PRIVATE),  # deprecated site-local
         ("not-an-ip", AddressScope.RESERVED),
     ],
 )
