@@ -299,32 +299,29 @@ async def test_rate_limit_421_mid_session() -> None:
         assert stats.rcpts == 4 and stats.sessions == 1  # no reconnect after the 421
 
 
-async def test_421_banner_fails_over_to_next_mx() -> None:
-    """A 421 greeting from the primary MX sends the probe to the secondary."""
-    world = small_world(
-        {
-            "name": "mx1.busy.test",
-            "address": "127.0.54.12",
-            "behaviour": "rate_limit",
-            "max_connections": 0,
-            "window": 60.0,
-        },
+def throttling_primary_world(**limit: int) -> World:
+    """busy.test: a rate-limiting primary MX (``limit``) and a strict secondary."""
+    primary = {"name": "mx1.busy.test", "address": "127.0.54.12", "behaviour": "rate_limit"}
+    mx = [{"preference": 10, "host": "mx1.busy.test"}, {"preference": 20, "host": "mx2.busy.test"}]
+    return small_world(
+        {**primary, **limit, "window": 60.0},
         {"name": "mx2.busy.test", "address": "127.0.54.13", "behaviour": "strict"},
-        domains=[
-            {
-                "name": "busy.test",
-                "users": ["alice"],
-                "mx": [
-                    {"preference": 10, "host": "mx1.busy.test"},
-                    {"preference": 20, "host": "mx2.busy.test"},
-                ],
-            }
-        ],
+        domains=[{"name": "busy.test", "users": ["alice"], "mx": mx}],
     )
-    with SandboxThread(world) as sb:
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"max_connections": 0}, {"max_rcpt": 0}],
+    ids=["421 greeting", "421 at the first RCPT"],
+)
+async def test_421_before_any_answer_fails_over_to_next_mx(limit: dict[str, int]) -> None:
+    """A primary that throttles before answering anyone hands over to the secondary."""
+    with SandboxThread(throttling_primary_world(**limit)) as sb:
         [verdict] = await verify(sb, ["alice@busy.test"])
         assert verdict_of(verdict) == "deliverable/accepted"
         assert verdict.evidence.mail_host == "mx2.busy.test"
+        assert verdict.evidence.attempts == 2  # the throttling primary, then the secondary
         assert sb.call(lambda: sb.sandbox.stats("mx1.busy.test").connections) == 1
 
 
@@ -412,35 +409,6 @@ async def test_null_sender_refused_at_rcpt(mail_from: str | None, expected: str)
         stats = sb.call(lambda: sb.sandbox.stats("mx.late.test"))
         assert stats.sessions == 1
         assert stats.mail_from[:2] == (["", "probe@mxprobe.test"] if mail_from else [""])
-
-
-async def test_421_at_first_rcpt_fails_over_to_next_mx() -> None:
-    """A primary that greets but throttles before answering anyone hands over to the secondary."""
-    world = small_world(
-        {
-            "name": "mx1.late421.test",
-            "address": "127.0.54.18",
-            "behaviour": "rate_limit",
-            "max_rcpt": 0,
-            "window": 60.0,
-        },
-        {"name": "mx2.late421.test", "address": "127.0.54.19", "behaviour": "strict"},
-        domains=[
-            {
-                "name": "late421.test",
-                "users": ["alice"],
-                "mx": [
-                    {"preference": 10, "host": "mx1.late421.test"},
-                    {"preference": 20, "host": "mx2.late421.test"},
-                ],
-            }
-        ],
-    )
-    with SandboxThread(world) as sb:
-        [verdict] = await verify(sb, ["alice@late421.test"])
-        assert verdict_of(verdict) == "deliverable/accepted"
-        assert verdict.evidence.mail_host == "mx2.late421.test"
-        assert verdict.evidence.attempts == 2  # the throttling primary, then the secondary
 
 
 async def test_reconnects_are_bounded_per_group() -> None:
