@@ -24,8 +24,9 @@ import dataclasses
 import random
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streams.adapters.resolver import HostAddresses, Resolver
 from streams.adapters.smtp_probe import ProbeOutcome, RcptOutcome, SmtpProber, Target
@@ -36,7 +37,9 @@ from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_ad
 from streams.core.replies import Phase, classify
 from streams.core.verdict import Facts, Verdict, decide
 
-__all__ = ["DomainRoute", "Verifier", "VerifierConfig"]
+__all__ = ["DomainRoute", "Verifier", "VerifierConfig", "smtp_recipient"]
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,6 @@ class _Group:
 
     targets: tuple[Target, ...]
     addresses: list[tuple[str, Address]] = field(default_factory=list)  # (as given, parsed)
-    catch_all_probes: dict[str, str] = field(default_factory=dict)  # domain -> recipient
 
 
 def smtp_recipient(address: Address) -> str:
@@ -90,15 +92,31 @@ class Verifier:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        routes: MutableMapping[str, DomainRoute] | None = None,
+        catch_all: MutableMapping[str, CatchAllFact] | None = None,
     ) -> None:
+        """Wire the use case.
+
+        Args:
+            resolver: the DNS adapter.
+            prober: the SMTP adapter.
+            lists: the static lists for disposable/role/free signals.
+            config: the verifier's settings.
+            clock: seconds since the epoch (injected for tests).
+            rng: randomness for MX tie-breaks and catch-all local parts.
+            routes: where domain routes are kept (default: a dict; the pipeline
+                passes its domain table).
+            catch_all: where catch-all facts are kept, by ASCII domain (default: a
+                dict; the pipeline passes its mail-host table).
+        """
         self._resolver = resolver
         self._prober = prober
         self._lists = lists
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self._routes: dict[str, DomainRoute] = {}
-        self._catch_all: dict[str, CatchAllFact] = {}  # by domain (ASCII form)
+        self._routes: MutableMapping[str, DomainRoute] = {} if routes is None else routes
+        self._catch_all: MutableMapping[str, CatchAllFact] = {} if catch_all is None else catch_all
         # Locks live only while someone holds or awaits them.
         self._host_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -135,14 +153,14 @@ class Verifier:
 
         parsed: list[tuple[str, Address]] = []
         for email in dict.fromkeys(emails):
-            result = parse_address(email, allowed_tlds=self._config.allowed_tlds)
-            if isinstance(result, SyntaxProblem):
-                emit(decide(Facts(email=email, syntax=result)))
+            result = self.parse(email)
+            if isinstance(result, Verdict):
+                emit(result)
             else:
                 parsed.append((email, result))
 
         domains = sorted({address.ascii_domain for _, address in parsed})
-        routes = dict(zip(domains, await asyncio.gather(*map(self._route, domains)), strict=True))
+        routes = dict(zip(domains, await asyncio.gather(*map(self.route, domains)), strict=True))
 
         # Domains served by the same set of mail hosts share sessions, whatever
         # order their equal-preference MX records were shuffled into.
@@ -150,16 +168,29 @@ class Verifier:
         for email, address in parsed:
             route = routes[address.ascii_domain]
             if route.problem is not None:
-                emit(self._decide(address, Facts(email=email, dns=route.problem)))
+                emit(self.dns_verdict(email, address, route.problem))
                 continue
             key = frozenset(route.targets)
             group = groups.setdefault(key, _Group(targets=route.targets))
             group.addresses.append((email, address))
-        await asyncio.gather(*(self._probe_group(group, emit) for group in groups.values()))
+        await asyncio.gather(
+            *(self.probe(group.targets, group.addresses, emit) for group in groups.values())
+        )
         return [done[email] for email in emails]
 
-    async def _route(self, domain: str) -> DomainRoute:
-        """The cached route of ``domain``, resolved anew once its TTL has passed."""
+    def parse(self, email: str) -> Address | Verdict:
+        """Parse ``email``; a syntax problem is already its (final) verdict."""
+        result = parse_address(email, allowed_tlds=self._config.allowed_tlds)
+        if isinstance(result, SyntaxProblem):
+            return decide(Facts(email=email, syntax=result))
+        return result
+
+    def dns_verdict(self, email: str, address: Address, problem: DnsProblem) -> Verdict:
+        """The verdict of an address whose domain has no mail host to probe."""
+        return self._decide(address, Facts(email=email, dns=problem))
+
+    async def route(self, domain: str) -> DomainRoute:
+        """The cached route of ``domain`` (ASCII form), resolved anew once its TTL passed."""
         now = self._clock()
         cached = self._routes.get(domain)
         if cached is not None and cached.expires_at > now:
@@ -167,7 +198,7 @@ class Verifier:
         async with self._dns:  # a bounded number of lookups in flight
             route = await self._resolve_route(domain, now)
         if len(self._routes) >= _CACHE_LIMIT:
-            self._routes = {d: r for d, r in self._routes.items() if r.expires_at > now}
+            _prune(self._routes, lambda r: r.expires_at <= now)
         self._routes[domain] = route
         return route
 
@@ -208,27 +239,34 @@ class Verifier:
     def _usable(self, lookup: HostAddresses) -> tuple[str, ...]:
         return usable_addresses(lookup.addresses, allow_private=self._config.allow_private_mx)
 
-    async def _probe_group(
+    async def probe(
         self,
-        group: _Group,
+        targets: Sequence[Target],
+        addresses: Sequence[tuple[str, Address]],
         emit: Callable[[Verdict], None],
     ) -> None:
-        """Probe one route's recipients in sessions of at most ``rcpt_per_session``."""
-        host = group.targets[0].host
+        """Ask one route's mail host about ``addresses`` (as given, parsed).
+
+        Sessions carry at most ``rcpt_per_session`` recipients; one random
+        recipient per domain whose catch-all state is not fresh is added.
+        ``emit`` gets one verdict per distinct address.
+        """
+        host = targets[0].host
         now = self._clock()
         max_age = self._config.catch_all_max_age
         recipients: list[str] = []
-        for _, address in group.addresses:
+        for _, address in addresses:
             recipient = smtp_recipient(address)
             if recipient not in recipients:
                 recipients.append(recipient)
-        for domain in dict.fromkeys(a.ascii_domain for _, a in group.addresses):
+        catch_all_probes: dict[str, str] = {}
+        for domain in dict.fromkeys(a.ascii_domain for _, a in addresses):
             fact = self._catch_all.get(domain, CatchAllFact())
             if not fact.is_fresh(now, max_age):
                 probe = f"{random_local_part(self._rng)}@{domain}"
-                group.catch_all_probes[domain] = probe
+                catch_all_probes[domain] = probe
                 recipients.append(probe)
-        smtputf8 = any(address.smtputf8 for _, address in group.addresses)
+        smtputf8 = any(address.smtputf8 for _, address in addresses)
         size = self._config.rcpt_per_session
         results: dict[str, RcptOutcome] = {}
         budget = self._config.max_sessions_per_group
@@ -239,7 +277,7 @@ class Verifier:
             for start in range(0, len(recipients), size):
                 async with self._sessions:
                     outcome: ProbeOutcome = await self._prober.probe(
-                        group.targets,
+                        targets,
                         recipients[start : start + size],
                         smtputf8=smtputf8,
                         max_sessions=max(budget, 1),
@@ -249,15 +287,15 @@ class Verifier:
                 self.sessions_opened += outcome.sessions
         now = self._clock()
         if len(self._catch_all) >= _CACHE_LIMIT:
-            self._catch_all = {d: f for d, f in self._catch_all.items() if f.is_fresh(now, max_age)}
-        for domain, probe in group.catch_all_probes.items():
+            _prune(self._catch_all, lambda f: not f.is_fresh(now, max_age))
+        for domain, probe in catch_all_probes.items():
             rcpt = results[probe]
             reply_class = classify(rcpt.reply, Phase.RCPT) if rcpt.reply is not None else None
             if rcpt.phase is not Phase.RCPT:
                 reply_class = None
             previous = self._catch_all.get(domain, CatchAllFact())
             self._catch_all[domain] = observe(previous, reply_class, now)
-        for email, address in group.addresses:
+        for email, address in addresses:
             rcpt = results[smtp_recipient(address)]
             fact = self._catch_all.get(address.ascii_domain, CatchAllFact())
             target = rcpt.target
@@ -281,6 +319,12 @@ class Verifier:
 
 #: Caches are pruned of expired entries when they reach this many domains.
 _CACHE_LIMIT = 100_000
+
+
+def _prune(store: MutableMapping[str, V], expired: Callable[[V], bool]) -> None:
+    """Drop the expired entries of a cache (a dict or a table)."""
+    for key in [key for key, value in store.items() if expired(value)]:
+        del store[key]
 
 
 def _problem_ttl(problem: DnsProblem, ttl: int = 300) -> float:
