@@ -58,6 +58,7 @@ _OPTION_NAMES = {
     "starttls": "--starttls",
     "source_address": "--source-address",
     "disposable_domain": "--disposable-domain",
+    "broker": "--broker",
 }
 
 
@@ -99,6 +100,24 @@ class Settings(BaseSettings):
     mx_ttl_floor: int = Field(default=60, ge=0)
     mx_ttl_ceiling: int = Field(default=86_400, ge=1)
     catch_all_max_age: float = Field(default=86_400.0, gt=0)
+
+    # --- the streaming pipeline (Kafka) ---------------------------------------
+    broker: str | None = Field(
+        default=None,
+        description="Kafka bootstrap server(s), kafka://HOST:PORT[,HOST:PORT]; "
+        "unset: the embedded broker.",
+    )
+    app_id: str = Field(default="mxprobe", pattern=r"^[A-Za-z0-9._-]+$")
+    input_topic: str = Field(default="addresses", pattern=r"^[A-Za-z0-9._-]+$")
+    bulk_topic: str = Field(default="addresses.bulk", pattern=r"^[A-Za-z0-9._-]+$")
+    verdict_topic: str = Field(default="verdicts", pattern=r"^[A-Za-z0-9._-]+$")
+    dlq_topic: str = Field(default="addresses.dlq", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    web_bind: str = Field(default="127.0.0.1")
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    batch_within: float = Field(default=0.05, gt=0, le=10)
 
     @field_validator(
         "dns_server", "allow_tld", "disposable_domain", "free_domain", "role_account", mode="before"
@@ -155,6 +174,21 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{value!r} is not an IP address of this machine") from None
         return value
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        servers = value.strip().removeprefix("kafka://")
+        for server in servers.split(","):
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(
+                    f"{value!r} is not a broker address; use kafka://HOST:PORT (several "
+                    "separated by commas)"
+                )
+        return f"kafka://{servers}"
 
     @model_validator(mode="after")
     def _check_mail_from(self) -> Settings:

@@ -1,0 +1,89 @@
+"""The topics and tables of the pipeline, named and sized from Settings.
+
+DESIGN "Pipeline"::
+
+    addresses, addresses.bulk ─► [intake] ─► <app>.by-domain ─► [resolve]
+        ─► <app>.by-host ─► [probe] ─► verdicts          (bad events ─► addresses.dlq)
+
+Tables: ``domains`` (ASCII domain → route facts) is read and written only
+by the resolve agent, ``hosts`` (domain → catch-all fact, in the partition of
+its mail host) only by the probe agent; both agents run with concurrency 1.
+
+Every topic is created up front with its final partition count: Tansu cannot
+add partitions later and auto-creates unknown topics with 4 (BROKERS.md #4).
+The re-keyed topics and the changelogs must have the same partition count,
+because Faust co-partitions a table with the stream that writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.settings import Settings
+
+__all__ = ["DOMAIN_TABLE", "HOST_TABLE", "TopicSpec", "Topology"]
+
+DOMAIN_TABLE = "domains"
+HOST_TABLE = "hosts"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: its name, partitions, replication and cleanup policy."""
+
+    name: str
+    partitions: int
+    replication: int
+    compacted: bool = False
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """Topic configs to create it with (changelogs are compacted)."""
+        return {"cleanup.policy": "compact"} if self.compacted else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """All topic names of one deployment."""
+
+    input: TopicSpec
+    bulk: TopicSpec
+    by_domain: TopicSpec
+    by_host: TopicSpec
+    verdicts: TopicSpec
+    dlq: TopicSpec
+    domains_changelog: TopicSpec
+    hosts_changelog: TopicSpec
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        """Names and sizes from ``settings`` (all topics share one partition count)."""
+        n, r, app = settings.partitions, settings.replication_factor, settings.app_id
+
+        def spec(name: str, *, compacted: bool = False) -> TopicSpec:
+            return TopicSpec(name, n, r, compacted)
+
+        return cls(
+            input=spec(settings.input_topic),
+            bulk=spec(settings.bulk_topic),
+            by_domain=spec(f"{app}.by-domain"),
+            by_host=spec(f"{app}.by-host"),
+            verdicts=spec(settings.verdict_topic),
+            dlq=spec(settings.dlq_topic),
+            # Faust names changelogs "<app id>-<table>-changelog".
+            domains_changelog=spec(f"{app}-{DOMAIN_TABLE}-changelog", compacted=True),
+            hosts_changelog=spec(f"{app}-{HOST_TABLE}-changelog", compacted=True),
+        )
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        """Every topic, to create before the worker starts."""
+        return (
+            self.input,
+            self.bulk,
+            self.by_domain,
+            self.by_host,
+            self.verdicts,
+            self.dlq,
+            self.domains_changelog,
+            self.hosts_changelog,
+        )
