@@ -32,7 +32,7 @@ from streams.adapters.resolver import HostAddresses, Resolver
 from streams.adapters.smtp_probe import ProbeOutcome, RcptOutcome, SmtpProber, Target
 from streams.core.address import Address, SyntaxProblem, parse_address
 from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
-from streams.core.lists import StaticLists
+from streams.core.lists import Signals, StaticLists
 from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_addresses
 from streams.core.replies import Phase, classify
 from streams.core.verdict import Facts, Verdict, decide
@@ -185,6 +185,10 @@ class Verifier:
             return decide(Facts(email=email, syntax=result))
         return result
 
+    def signals(self, address: Address) -> Signals:
+        """The static signals of a parsed address (disposable, role, free, typo)."""
+        return self._lists.signals(address.local_part, address.ascii_domain)
+
     def dns_verdict(self, email: str, address: Address, problem: DnsProblem) -> Verdict:
         """The verdict of an address whose domain has no mail host to probe."""
         return self._decide(address, Facts(email=email, dns=problem))
@@ -313,8 +317,7 @@ class Verifier:
             emit(self._decide(address, facts))
 
     def _decide(self, address: Address, facts: Facts) -> Verdict:
-        signals = self._lists.signals(address.local_part, address.ascii_domain)
-        return decide(dataclasses.replace(facts, address=address, signals=signals))
+        return decide(dataclasses.replace(facts, address=address, signals=self.signals(address)))
 
 
 #: Caches are pruned of expired entries when they reach this many domains.

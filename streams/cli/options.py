@@ -126,7 +126,9 @@ def settings_from(options: dict[str, Any], **extra: Any) -> Settings:
     return load_settings(**given)
 
 
-def build_verifier(settings: Settings, *, extra_disposable: Sequence[str] = ()) -> Verifier:
+def build_verifier(
+    settings: Settings, *, extra_disposable: Sequence[str] = (), **stores: Any
+) -> Verifier:
     """Wire a Verifier from settings (the one place adapters are built).
 
     Raises:
@@ -151,6 +153,7 @@ def build_verifier(settings: Settings, *, extra_disposable: Sequence[str] = ()) 
         SmtpProber(settings.probe_config(default_helo=settings.helo or socket.getfqdn())),
         lists,
         settings.verifier_config(),
+        **stores,
     )
 
 
