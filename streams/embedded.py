@@ -536,6 +536,10 @@ async def create_topics(
     return tuple(created)
 
 
+#: How often a Fetch is repeated for partitions the broker left out of its answer.
+_FETCH_TRIES = 5
+
+
 async def true_end_offsets(
     consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], *, max_wait_ms: int = 10
 ) -> dict[TopicPartition, int]:
@@ -566,25 +570,43 @@ async def true_end_offsets(
     client: Any = consumer._client
     committed_only = consumer._isolation_level == "read_committed"
     by_node: defaultdict[int, list[TopicPartition]] = defaultdict(list)
+    for topic in {tp.topic for tp in tps}:
+        # A consumer knows the leaders of the topics it tracks; Faust asks for
+        # changelog partitions it may not have fetched metadata for yet.
+        if client.cluster.partitions_for_topic(topic) is None:
+            await client._wait_on_metadata(topic)
     for tp in tps:
         node = client.cluster.leader_for_partition(tp)
         if node is not None and node >= 0:
             by_node[node].append(tp)
     result = dict(latest)
-    for node, node_tps in by_node.items():
-        by_topic: defaultdict[str, list[tuple[int, int, int]]] = defaultdict(list)
-        for tp in node_tps:
-            by_topic[tp.topic].append((tp.partition, latest[tp], 1))
-        request = FetchRequest(max_wait_ms, 1, 1, int(committed_only), list(by_topic.items()))
-        if not await client.ready(node):
-            raise BrokerError(f"Could not reach Kafka broker node {node} to read end offsets.")
-        response = await client.send(node, request)
-        for topic, answers in response.topics:
-            for partition, error_code, highwater, *rest in answers:
-                if error_code != 0:
-                    continue  # keep ListOffsets' answer
-                # Fetch v4+ carries the last stable offset first in ``rest``.
-                end = rest[0] if committed_only and response.API_VERSION >= 4 else highwater
-                tp = TopicPartition(topic, partition)
-                result[tp] = max(result[tp], int(end))
+    pending = dict(by_node)
+    for _ in range(_FETCH_TRIES):
+        # Tansu now and then answers a short Fetch without some partitions:
+        # ask again for those, a few times, before trusting ListOffsets alone.
+        unanswered: defaultdict[int, list[TopicPartition]] = defaultdict(list)
+        for node, node_tps in pending.items():
+            by_topic: defaultdict[str, list[tuple[int, int, int]]] = defaultdict(list)
+            for tp in node_tps:
+                by_topic[tp.topic].append((tp.partition, latest[tp], 1))
+            request = FetchRequest(max_wait_ms, 1, 1, int(committed_only), list(by_topic.items()))
+            if not await client.ready(node):
+                raise BrokerError(f"Could not reach Kafka broker node {node} to read end offsets.")
+            response = await client.send(node, request)
+            answered: set[TopicPartition] = set()
+            for topic, answers in response.topics:
+                for partition, error_code, highwater, *rest in answers:
+                    if error_code != 0:
+                        continue  # keep ListOffsets' answer
+                    # Fetch v4+ carries the last stable offset first in ``rest``.
+                    end = rest[0] if committed_only and response.API_VERSION >= 4 else highwater
+                    tp = TopicPartition(topic, partition)
+                    answered.add(tp)
+                    result[tp] = max(result[tp], int(end))
+            missing = [tp for tp in node_tps if tp not in answered]
+            if missing:
+                unanswered[node] = missing
+        if not unanswered:
+            break
+        pending = dict(unanswered)
     return result

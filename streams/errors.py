@@ -67,8 +67,8 @@ class CodecError(MxprobeError, ValueError):
 
     Attributes:
         reason: A stable identifier of what was wrong (``truncated``,
-            ``unknown_schema``, ``malformed``, …; see ``streams.pipeline.codecs``),
-            safe to count and group by.
+            ``unknown_schema``, ``malformed``, …: a value of
+            ``streams.pipeline.codecs.CodecProblem``), safe to count and group by.
         schema: The full name of the Avro schema involved, when known.
     """
 

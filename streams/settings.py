@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap server(s), kafka://HOST:PORT[,HOST:PORT]; "
         "unset: the embedded broker.",
+    )
+    broker_kind: Literal["kafka", "tansu"] = Field(
+        default="kafka",
+        description="tansu: the broker is Tansu (another mxprobe's embedded broker); "
+        "enables the workarounds for its deviations. The embedded broker sets it itself.",
     )
     app_id: str = Field(default="mxprobe", pattern=r"^[A-Za-z0-9._-]+$")
     input_topic: str = Field(default="addresses", pattern=r"^[A-Za-z0-9._-]+$")

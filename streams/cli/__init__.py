@@ -13,6 +13,7 @@ import click
 
 from streams import __version__
 from streams.cli.check import check
+from streams.cli.pipeline import demo, run, submit, verdicts, worker
 from streams.cli.sandbox import sandbox
 from streams.errors import MxprobeError
 
@@ -25,8 +26,8 @@ def cli() -> None:
     """mxprobe: verify email addresses with DNS and SMTP probes (never sends mail)."""
 
 
-cli.add_command(check)
-cli.add_command(sandbox)
+for command in (check, run, demo, worker, submit, verdicts, sandbox):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

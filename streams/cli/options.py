@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,11 +11,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streams.adapters.resolver import Resolver
-from streams.adapters.smtp_probe import SmtpProber
-from streams.core.lists import StaticLists
+from streams.assembly import build_verifier
 from streams.core.verdict import Verdict
-from streams.errors import ConfigError
 from streams.settings import Settings, load_settings
 from streams.verifier import Verifier
 
@@ -124,50 +120,6 @@ def settings_from(options: dict[str, Any], **extra: Any) -> Settings:
     }
     given.update(extra)
     return load_settings(**given)
-
-
-def build_verifier(
-    settings: Settings, *, extra_disposable: Sequence[str] = (), **stores: Any
-) -> Verifier:
-    """Wire a Verifier from settings (the one place adapters are built).
-
-    Raises:
-        ConfigError: when the source address is not one of this machine's, or an
-            extra list entry is not a domain name.
-    """
-    if settings.source_address is not None:
-        check_bindable(settings.source_address)
-    try:
-        lists = StaticLists.packaged(
-            extra_disposable=(*settings.disposable_domain, *extra_disposable),
-            extra_free=settings.free_domain,
-            extra_role=settings.role_account,
-        )
-    except ValueError as exc:
-        raise ConfigError(
-            f"Invalid setting --disposable-domain / MXPROBE_FREE_DOMAIN / MXPROBE_ROLE_ACCOUNT: "
-            f"{str(exc).rstrip('.')}."
-        ) from None
-    return Verifier(
-        Resolver(settings.resolver_config()),
-        SmtpProber(settings.probe_config(default_helo=settings.helo or socket.getfqdn())),
-        lists,
-        settings.verifier_config(),
-        **stores,
-    )
-
-
-def check_bindable(address: str) -> None:
-    """Refuse a source address this machine does not have, before any probe fails on it."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((address, 0))
-    except OSError as exc:
-        raise ConfigError(
-            f"Invalid setting --source-address / MXPROBE_SOURCE_ADDRESS: {address} is not an "
-            f"address of this machine ({exc.strerror or exc}); use one of its own IP addresses."
-        ) from None
 
 
 def read_addresses(arguments: Sequence[str], file: str | None) -> list[str]:

@@ -13,7 +13,7 @@ from support import SandboxThread
 
 from streams.adapters.resolver import Resolver
 from streams.adapters.smtp_probe import SmtpProber
-from streams.cli.options import build_verifier
+from streams.assembly import build_verifier
 from streams.core.lists import StaticLists
 from streams.core.verdict import Status, Verdict
 from streams.sandbox import World, load_world

@@ -1,0 +1,320 @@
+"""The Faust application: topics, tables and the three agents of DESIGN "Pipeline".
+
+Thin wiring only: every decision is the Verifier's (and so the core's).
+
+- ``intake`` (input and bulk topics): decode, parse; bad syntax → verdict;
+  else a DomainTask keyed by the ASCII domain. Undecodable events → DLQ.
+- ``resolve`` (by-domain topic, concurrency 1, writes the ``domains`` table):
+  batches of tasks, each distinct domain resolved once through the
+  Verifier's route cache backed by the table; no mail host → verdict; else a
+  HostTask keyed by the mail host tried first.
+- ``probe`` (by-host topic, concurrency 1, writes the ``hosts`` table of
+  catch-all facts): batches grouped by mail-host set, probed through the
+  Verifier; one verdict per request, keyed by request_id.
+
+At least once: an event's offset is committed after its agent has moved past
+it, so a crash re-processes it; a duplicate verdict carries the same
+request_id. Values travel as raw bytes and are decoded here, so that a bad
+event can go to the dead-letter topic byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar, cast
+
+import faust
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from streams.adapters.smtp_probe import Target
+from streams.core.address import Address
+from streams.core.catchall import CatchAll, CatchAllFact
+from streams.core.mx import DnsProblem
+from streams.core.verdict import Verdict
+from streams.errors import CodecError
+from streams.pipeline.codecs import decode, encode
+from streams.pipeline.records import (
+    AddressRequest,
+    DeadLetter,
+    DomainTask,
+    HostTask,
+    verdict_record,
+)
+from streams.pipeline.tansu import EmbeddedApp
+from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, Topology
+from streams.settings import Settings
+from streams.verifier import DomainRoute, Verifier
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+
+
+class TableStore(MutableMapping[str, V], Generic[V]):
+    """A Faust table seen as a ``MutableMapping[str, V]`` (values JSON-encoded)."""
+
+    def __init__(
+        self,
+        table: Any,
+        dump: Callable[[V], dict[str, Any]],
+        load: Callable[[dict[str, Any]], V],
+    ) -> None:
+        self._table = table
+        self._dump = dump
+        self._load = load
+
+    def __getitem__(self, key: str) -> V:
+        raw = self._table.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return self._load(json.loads(raw))
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._table[key.encode()] = json.dumps(self._dump(value)).encode()
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in list(self._table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _route_dump(route: DomainRoute) -> dict[str, Any]:
+    return {
+        "targets": [[t.host, t.address] for t in route.targets],
+        "problem": route.problem.value if route.problem else None,
+        "expires_at": route.expires_at,
+    }
+
+
+def _route_load(data: dict[str, Any]) -> DomainRoute:
+    return DomainRoute(
+        targets=tuple(Target(host, address) for host, address in data["targets"]),
+        problem=DnsProblem(data["problem"]) if data["problem"] else None,
+        expires_at=float(data["expires_at"]),
+    )
+
+
+def _fact_dump(fact: CatchAllFact) -> dict[str, Any]:
+    return {"state": fact.state.value, "observed_at": fact.observed_at}
+
+
+def _fact_load(data: dict[str, Any]) -> CatchAllFact:
+    return CatchAllFact(CatchAll(data["state"]), float(data["observed_at"]))
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class Pipeline:
+    """The Faust app of one mxprobe deployment, with its agents bound to a verifier."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        make_verifier: Callable[..., Verifier],
+        *,
+        broker: str,
+        embedded: bool,
+        web_port: int,
+    ) -> None:
+        """Build the app, its topics, tables and agents (nothing connects yet).
+
+        Args:
+            settings: all settings.
+            make_verifier: builds the Verifier given ``routes=`` and ``catch_all=`` stores.
+            broker: ``kafka://HOST:PORT``.
+            embedded: the broker is the embedded Tansu (enables its workarounds).
+            web_port: the port of Faust's web server, bound to ``settings.web_bind``.
+        """
+        self.settings = settings
+        self.topology = Topology.from_settings(settings)
+        app_class = EmbeddedApp if embedded else faust.App
+        self.app = app_class(
+            settings.app_id,
+            broker=broker,
+            store="memory://",
+            autodiscover=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            processing_guarantee="at_least_once",  # no transactions on Tansu (BROKERS.md #2)
+            broker_session_timeout=10,  # 5 s rebalances on Tansu (BROKERS.md #3)
+            stream_wait_empty=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            topic_allow_declare=True,
+            producer_max_batch_size=262_144,
+            producer_linger=0.005,
+            web_enabled=False,
+            web_bind=settings.web_bind,  # never 0.0.0.0 unless asked (BROKERS.md)
+            web_port=web_port,
+            table_cleanup_interval=3600.0,
+        )
+        t = self.topology
+        self.input = self.app.topic(t.input.name, t.bulk.name, **self._topic_args())
+        self.by_domain = self.app.topic(t.by_domain.name, **self._topic_args())
+        self.by_host = self.app.topic(t.by_host.name, **self._topic_args())
+        self.verdicts = self.app.topic(t.verdicts.name, **self._topic_args())
+        self.dlq = self.app.topic(t.dlq.name, **self._topic_args())
+        table_args: dict[str, Any] = {
+            "default": None,
+            "partitions": settings.partitions,
+            "key_type": bytes,
+            "value_type": bytes,
+            "use_partitioner": True,  # key hash = the re-keyed topic's partition
+        }
+        self.domains = self.app.Table(DOMAIN_TABLE, **table_args)
+        self.hosts = self.app.Table(HOST_TABLE, **table_args)
+        self.verifier = make_verifier(
+            routes=TableStore(self.domains, _route_dump, _route_load),
+            catch_all=TableStore(self.hosts, _fact_dump, _fact_load),
+        )
+        self.verdicts_sent = 0
+        self.dead_letters = 0
+        self.app.agent(self.input, name=f"{settings.app_id}.intake")(self._intake)
+        self.app.agent(self.by_domain, name=f"{settings.app_id}.resolve")(self._resolve)
+        self.app.agent(self.by_host, name=f"{settings.app_id}.probe")(self._probe)
+
+    def _topic_args(self) -> dict[str, Any]:
+        return {
+            "key_type": bytes,
+            "value_type": bytes,
+            "partitions": self.settings.partitions,
+            "replicas": self.settings.replication_factor,
+        }
+
+    # --- agents ---------------------------------------------------------------
+
+    async def _intake(self, stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                request = decode(event.message.value or b"", AddressRequest)
+            except CodecError as exc:
+                await self._dead_letter(event, str(exc))
+                continue
+            parsed = self.verifier.parse(request.email)
+            if isinstance(parsed, Verdict):
+                await self._emit(request, parsed)
+                continue
+            task = DomainTask(
+                request=request,
+                address=parsed,
+                signals=self.verifier.signals(parsed),
+                first_seen_at=_now(),
+            )
+            await self.by_domain.send(key=parsed.ascii_domain.encode(), value=encode(task))
+
+    async def _resolve(self, stream: StreamT[bytes]) -> None:
+        settings = self.settings
+        batches = cast(Stream[bytes], stream).take_events(
+            settings.batch_size, within=settings.batch_within
+        )
+        async for events in batches:
+            tasks: list[DomainTask] = []
+            for event in events:
+                try:
+                    tasks.append(decode(event.message.value or b"", DomainTask))
+                except CodecError as exc:
+                    await self._dead_letter(event, str(exc))
+            domains = sorted({task.address.ascii_domain for task in tasks})
+            routes = dict(
+                zip(
+                    domains,
+                    await asyncio.gather(*map(self.verifier.route, domains)),
+                    strict=True,
+                )
+            )
+            for task in tasks:
+                route = routes[task.address.ascii_domain]
+                if route.problem is not None:
+                    verdict = self.verifier.dns_verdict(
+                        task.request.email, task.address, route.problem
+                    )
+                    await self._emit(task.request, verdict)
+                    continue
+                host_task = HostTask.from_route(task, route)
+                await self.by_host.send(key=host_task.mail_host.encode(), value=encode(host_task))
+
+    async def _probe(self, stream: StreamT[bytes]) -> None:
+        settings = self.settings
+        batches = cast(Stream[bytes], stream).take_events(
+            settings.batch_size, within=settings.batch_within
+        )
+        async for events in batches:
+            groups: dict[frozenset[Target], list[HostTask]] = {}
+            for event in events:
+                try:
+                    task = decode(event.message.value or b"", HostTask)
+                except CodecError as exc:
+                    await self._dead_letter(event, str(exc))
+                    continue
+                groups.setdefault(frozenset(task.targets), []).append(task)
+            await asyncio.gather(*(self._probe_group(tasks) for tasks in groups.values()))
+
+    async def _probe_group(self, tasks: list[HostTask]) -> None:
+        by_email: dict[str, list[HostTask]] = {}
+        items: list[tuple[str, Address]] = []
+        for task in tasks:
+            email = task.domain_task.request.email
+            if email not in by_email:
+                items.append((email, task.domain_task.address))
+            by_email.setdefault(email, []).append(task)
+        verdicts: list[Verdict] = []
+        await self.verifier.probe(tasks[0].targets, items, verdicts.append)
+        for verdict in verdicts:
+            for task in by_email[verdict.email]:
+                await self._emit(task.domain_task.request, verdict)
+
+    # --- outputs --------------------------------------------------------------
+
+    async def _emit(self, request: AddressRequest, verdict: Verdict) -> None:
+        record = verdict_record(verdict, request, verified_at=_now())
+        await self.verdicts.send(key=request.request_id.encode(), value=encode(record))
+        self.verdicts_sent += 1
+
+    async def _dead_letter(self, event: EventT[bytes], error: str) -> None:
+        message = event.message
+        letter = DeadLetter(
+            key=message.key if isinstance(message.key, bytes) else None,
+            value=message.value if isinstance(message.value, bytes) else b"",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error=error,
+            failed_at=_now(),
+        )
+        log.warning(
+            "pipeline.dead_letter",
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "error": error,
+            },
+        )
+        await self.dlq.send(key=message.key, value=encode(letter))
+        self.dead_letters += 1
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for Faust's web server)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_ = time  # imported for callers' monotonic timing conventions

@@ -1,0 +1,139 @@
+"""The streaming pipeline on the real bundled broker (Tansu) against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from support import SandboxThread
+
+from streams.assembly import verifier_factory
+from streams.embedded import EmbeddedBroker
+from streams.pipeline.codecs import decode
+from streams.pipeline.inputs import InputRequest
+from streams.pipeline.records import DeadLetter
+from streams.pipeline.runner import PipelineRun
+from streams.sandbox import load_world
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+WORLD = load_world()
+FIRST_TRY = {e.address: f"{e.status}/{e.reason}" for e in WORLD.expectations}
+
+
+@pytest.fixture(scope="module")
+def world_sb() -> Iterator[SandboxThread]:
+    with SandboxThread(WORLD) as sb:
+        yield sb
+
+
+def pipeline_settings(sb: SandboxThread, broker: EmbeddedBroker, **extra: Any) -> Settings:
+    """Settings for one test: its own app id and topics on the shared broker."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    return sb.settings(
+        broker=broker.url,
+        broker_kind="tansu",
+        app_id=name,
+        input_topic=f"{name}.addresses",
+        bulk_topic=f"{name}.addresses.bulk",
+        verdict_topic=f"{name}.verdicts",
+        dlq_topic=f"{name}.dlq",
+        partitions=2,
+        **extra,
+    )
+
+
+def requests_for(emails: list[str]) -> list[InputRequest]:
+    return [InputRequest(email, str(uuid.uuid4()), "test", 3600) for email in emails]
+
+
+async def test_every_sandbox_behaviour_end_to_end(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Every sandbox address gets its expected verdict through the whole pipeline."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    make = verifier_factory(settings, extra_disposable=WORLD.disposable)
+    async with PipelineRun(settings, make) as running:
+        requests = requests_for(list(FIRST_TRY))
+        records = await running.verify(requests, timeout=60)
+    assert [r.request_id for r in records] == [r.request_id for r in requests]
+    got = {r.email: f"{r.status.value}/{r.reason}" for r in records}
+    assert got == FIRST_TRY
+    for record in records:
+        assert record.latency_ms >= 0
+        assert record.schema_version == 1
+
+
+async def test_duplicate_addresses_each_get_their_verdict(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Two requests for the same address both get a verdict, keyed by their request ids."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        requests = requests_for(["alice@strict.test", "alice@strict.test", "bad address"])
+        records = await running.verify(requests, timeout=60)
+    assert [f"{r.status.value}/{r.reason}" for r in records] == [
+        "deliverable/accepted",
+        "deliverable/accepted",
+        "undeliverable/invalid_syntax",
+    ]
+
+
+async def test_poison_message_goes_to_the_dead_letter_topic(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Undecodable bytes land in the DLQ with their error; the stream goes on."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.input_topic, key=b"k", value=b"not avro at all")
+        finally:
+            await producer.stop()
+        records = await running.verify(requests_for(["alice@strict.test"]), timeout=60)
+        assert records[0].status.value == "deliverable"
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=kafka_broker.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    letters = [decode(m.value, DeadLetter) for messages in batch.values() for m in messages]
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter.value == b"not avro at all" and letter.key == b"k"
+    assert letter.topic == settings.input_topic and letter.offset >= 0
+    assert letter.error  # a sentence saying what was wrong
+
+
+async def test_domain_table_is_recovered_after_a_restart(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """A new worker of the same app rebuilds the domain table from its changelog."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    domains = ["strict.test", "catchall.test", "multiline.test", "nullmx.test", "implicit.test"]
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        await running.verify(requests_for([f"alice@{d}" for d in domains]), timeout=60)
+        assert running.pipeline is not None
+        written = {key.decode() for key in running.pipeline.domains}
+    assert written >= set(domains)
+    # The same app again: nothing is resolved anew for a fresh route.
+    async with PipelineRun(settings, verifier_factory(settings)) as again:
+        assert again.pipeline is not None
+        for _ in range(50):
+            recovered = {key.decode() for key in again.pipeline.domains}
+            if recovered >= written:
+                break
+            await asyncio.sleep(0.2)
+        assert recovered >= written
