@@ -1,0 +1,184 @@
+"""`mxprobe worker` processes sharing a consumer group on the real bundled broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from support import SandboxThread
+
+from streams.embedded import EmbeddedBroker
+from streams.pipeline.inputs import InputRequest
+from streams.pipeline.records import VerdictRecord
+from streams.pipeline.runner import produce_requests, read_verdicts
+from streams.sandbox import load_world
+
+pytestmark = pytest.mark.integration
+
+WORLD = load_world()
+# Fast, deterministic behaviours (no tarpit, no greylisting).
+DOMAINS = [
+    "strict.test",
+    "catchall.test",
+    "multiline.test",
+    "failover.test",
+    "implicit.test",
+    "nullmx.test",
+    "blocked.test",
+    "cannotverify.test",
+    "tls.test",
+    "oldhelo.test",
+]
+
+
+@pytest.fixture(scope="module")
+def world_sb() -> Iterator[SandboxThread]:
+    with SandboxThread(WORLD) as sb:
+        yield sb
+
+
+def worker_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
+    env.update(sb.env())
+    env.update(
+        MXPROBE_BROKER=broker.url,
+        MXPROBE_BROKER_KIND="tansu",
+        MXPROBE_APP_ID=app,
+        MXPROBE_INPUT_TOPIC=f"{app}.addresses",
+        MXPROBE_BULK_TOPIC=f"{app}.bulk",
+        MXPROBE_VERDICT_TOPIC=f"{app}.verdicts",
+        MXPROBE_DLQ_TOPIC=f"{app}.dlq",
+        MXPROBE_PARTITIONS="4",
+    )
+    return env
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
+    """Signal the worker, wait for it, and return what it wrote on stderr."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return stderr
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups response: groups = [(error, group_id, state, protocol_type,
+    # protocol, members, ...)]
+    groups = described[0].groups if described else []
+    return len(groups[0][5]) if groups else 0
+
+
+async def wait_members(bootstrap: str, group: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await group_members(bootstrap, group) == count:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"group {group} never had {count} members")
+
+
+async def collect(
+    bootstrap: str, topic: str, wanted: set[str], timeout: float
+) -> dict[str, list[VerdictRecord]]:
+    got: dict[str, list[VerdictRecord]] = {}
+    stream = read_verdicts(bootstrap, topic)
+
+    async def run() -> None:
+        async for record in stream:
+            got.setdefault(record.request_id, []).append(record)
+            if wanted <= got.keys():
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        pass
+    finally:
+        await stream.aclose()
+    return got
+
+
+def requests(count: int) -> list[InputRequest]:
+    return [
+        InputRequest(f"user{i}@{DOMAINS[i % len(DOMAINS)]}", str(uuid.uuid4()), "test", 3600)
+        for i in range(count)
+    ]
+
+
+async def test_two_workers_share_partitions(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Two workers in one group split the partitions; every request gets a verdict."""
+    app = f"w{uuid.uuid4().hex[:8]}"
+    env = worker_env(world_sb, kafka_broker, app)
+    workers = [start_worker(env), start_worker(env)]
+    try:
+        await wait_members(kafka_broker.bootstrap, app, 2)
+        batch = requests(200)
+        await produce_requests(
+            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
+        )
+        got = await collect(
+            kafka_broker.bootstrap, f"{app}.verdicts", {r.request_id for r in batch}, timeout=90
+        )
+    finally:
+        errors = [stop(w) for w in workers]
+    assert len(got) == len(batch), errors
+    assert all(len(records) == 1 for records in got.values())
+
+
+async def test_a_killed_worker_loses_no_request(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """SIGKILL mid-run, restart: every request still gets a verdict (duplicates identical)."""
+    app = f"k{uuid.uuid4().hex[:8]}"
+    env = worker_env(world_sb, kafka_broker, app)
+    first = start_worker(env)
+    try:
+        await wait_members(kafka_broker.bootstrap, app, 1)
+        batch = requests(400)
+        await produce_requests(
+            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
+        )
+        wanted = {r.request_id for r in batch}
+        early = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
+        stop(first, signal.SIGKILL)
+        second = start_worker(env)
+        try:
+            got = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
+        finally:
+            stop(second)
+    finally:
+        stop(first, signal.SIGKILL)
+    assert len(early) < len(batch), "the first worker finished before it was killed"
+    assert wanted <= got.keys()
+    for records in got.values():
+        assert len({(r.status, r.reason) for r in records}) == 1
