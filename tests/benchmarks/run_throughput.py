@@ -1,0 +1,93 @@
+"""Benchmark: the streaming pipeline (`mxprobe run`'s code path) on the embedded broker.
+
+Starts the sandbox world (in a thread) and the embedded Tansu broker, runs one
+worker in-process exactly as `mxprobe run` does, submits N addresses spread
+over the sandbox's fast domains, and waits for every verdict. Reports
+addresses/second (first submit to last verdict) and submit-to-verdict latency
+(p50/p99 of each verdict's `latency_ms`, i.e. verified_at - submitted_at).
+
+    python tests/benchmarks/run_throughput.py --addresses 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from support import SandboxThread
+
+from streams.assembly import verifier_factory
+from streams.pipeline.inputs import InputRequest
+from streams.pipeline.runner import PipelineRun
+from streams.sandbox import load_world
+
+# Every behaviour that answers promptly (the tarpit and greylisting ones are
+# about waiting, not throughput).
+FAST = [
+    "strict.test",
+    "catchall.test",
+    "multiline.test",
+    "failover.test",
+    "implicit.test",
+    "nullmx.test",
+    "blocked.test",
+    "cannotverify.test",
+    "tls.test",
+    "oldhelo.test",
+    "nosuchdomain.test",
+    "nomail.test",
+    "servfail.test",
+    "norelay.test",
+    "throwaway.test",
+    "nullsender.test",
+    "ratelimited.test",
+    "deadmx.test",
+]
+
+
+async def main(count: int, partitions: int) -> None:
+    world = load_world()
+    users = {d.name: sorted(d.users) or ["alice"] for d in world.domains}
+    requests = []
+    for i in range(count):
+        domain = FAST[i % len(FAST)]
+        known = users.get(domain, ["alice"])
+        local = known[i % len(known)] if (i // len(FAST)) % 10 == 0 else f"user{i}"
+        requests.append(InputRequest(f"{local}@{domain}", str(uuid.uuid4()), "bench", 3600))
+    with SandboxThread(world) as sb:
+        settings = sb.settings(partitions=partitions, disposable_domain=world.disposable)
+        started = time.perf_counter()
+        async with PipelineRun(settings, verifier_factory(settings)) as running:
+            ready = time.perf_counter() - started
+            first = time.perf_counter()
+            records = await running.verify(requests, timeout=600)
+            elapsed = time.perf_counter() - first
+    latencies = sorted(r.latency_ms for r in records)
+    p = statistics.quantiles(latencies, n=100)
+    print(f"addresses: {len(records)} over {len(FAST)} domains, {partitions} partitions")
+    print(f"worker start (broker + join): {ready:.1f} s")
+    print(
+        f"first submit to last verdict: {elapsed:.2f} s -> {len(records) / elapsed:.0f} addresses/s"
+    )
+    print(
+        f"submit-to-verdict latency: p50 {p[49]:.0f} ms, p99 {p[98]:.0f} ms, max {latencies[-1]} ms"
+    )
+    counts = collections.Counter(f"{r.status.value}/{r.reason}" for r in records)
+    for key, n in counts.most_common():
+        print(f"  {n:6d}  {key}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--addresses", type=int, default=5000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    asyncio.run(main(args.addresses, args.partitions))
