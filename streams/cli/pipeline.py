@@ -49,6 +49,16 @@ def record_dict(record: VerdictRecord) -> dict[str, Any]:
     return data
 
 
+max_age_option = click.option(
+    "--max-age",
+    "max_age",
+    type=click.IntRange(0),
+    default=86_400,
+    show_default=True,
+    help="Accept cached facts up to this many seconds old (0: always probe fresh).",
+)
+
+
 def _read_input(source: str) -> list[str]:
     if source == "-":
         return sys.stdin.read().splitlines(keepends=True)
@@ -95,14 +105,7 @@ async def _worker(settings: Settings) -> None:
     show_default=True,
     help="The request's source field.",
 )
-@click.option(
-    "--max-age",
-    "max_age",
-    type=click.IntRange(0),
-    default=86_400,
-    show_default=True,
-    help="Accept cached facts up to this many seconds old (0: always probe fresh).",
-)
+@max_age_option
 @click.option("--bulk", is_flag=True, help="Send to the bulk topic (served after live traffic).")
 def submit(source: str, broker: str | None, label: str, max_age: int, bulk: bool) -> None:
     """Send addresses from FILE (text, CSV with an email column, or JSON lines) to the input."""
@@ -169,14 +172,7 @@ async def _print_verdicts(settings: Settings, *, from_beginning: bool, follow: b
     metavar="FILE",
     help="Also write the verdicts to FILE (.csv for CSV, else JSON lines).",
 )
-@click.option(
-    "--max-age",
-    "max_age",
-    type=click.IntRange(0),
-    default=86_400,
-    show_default=True,
-    help="Accept cached facts up to this many seconds old (0: always probe fresh).",
-)
+@max_age_option
 @probe_options
 def run(
     source: str, broker: str | None, as_json: bool, output: str | None, max_age: int, **options: Any

@@ -22,35 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+from support import FAST_DOMAINS as FAST
 from support import SandboxThread
 
 from streams.assembly import verifier_factory
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.runner import PipelineRun
 from streams.sandbox import load_world
-
-# Every behaviour that answers promptly (the tarpit and greylisting ones are
-# about waiting, not throughput).
-FAST = [
-    "strict.test",
-    "catchall.test",
-    "multiline.test",
-    "failover.test",
-    "implicit.test",
-    "nullmx.test",
-    "blocked.test",
-    "cannotverify.test",
-    "tls.test",
-    "oldhelo.test",
-    "nosuchdomain.test",
-    "nomail.test",
-    "servfail.test",
-    "norelay.test",
-    "throwaway.test",
-    "nullsender.test",
-    "ratelimited.test",
-    "deadmx.test",
-]
 
 
 async def main(count: int, partitions: int) -> None:

@@ -16,6 +16,28 @@ from streams.settings import Settings, load_settings
 
 T = TypeVar("T")
 
+#: Default-world domains whose hosts answer promptly (no tarpit, greylisting or drops).
+FAST_DOMAINS = (
+    "strict.test",
+    "catchall.test",
+    "multiline.test",
+    "failover.test",
+    "implicit.test",
+    "nullmx.test",
+    "blocked.test",
+    "cannotverify.test",
+    "tls.test",
+    "oldhelo.test",
+    "nosuchdomain.test",
+    "nomail.test",
+    "servfail.test",
+    "norelay.test",
+    "throwaway.test",
+    "nullsender.test",
+    "ratelimited.test",
+    "deadmx.test",
+)
+
 
 class SandboxThread:
     """A started :class:`Sandbox` on free ports, served from a daemon thread."""

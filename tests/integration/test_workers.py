@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from support import SandboxThread
+from support import FAST_DOMAINS, SandboxThread
 
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.inputs import InputRequest
@@ -24,19 +24,7 @@ from streams.sandbox import load_world
 pytestmark = pytest.mark.integration
 
 WORLD = load_world()
-# Fast, deterministic behaviours (no tarpit, no greylisting).
-DOMAINS = [
-    "strict.test",
-    "catchall.test",
-    "multiline.test",
-    "failover.test",
-    "implicit.test",
-    "nullmx.test",
-    "blocked.test",
-    "cannotverify.test",
-    "tls.test",
-    "oldhelo.test",
-]
+DOMAINS = FAST_DOMAINS[:10]
 
 
 @pytest.fixture(scope="module")
