@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
@@ -197,8 +196,32 @@ class Pipeline:
 
     # --- agents ---------------------------------------------------------------
 
+    async def _guarded(
+        self,
+        events: Sequence[EventT[bytes]],
+        handle: Callable[[Sequence[EventT[bytes]]], Awaitable[None]],
+    ) -> None:
+        """Run ``handle``; if it fails unexpectedly, dead-letter its events and go on.
+
+        A bad event must never stop the stream (DESIGN safety rules): whatever
+        escapes a handler — a bug of ours, an adapter failing in a way it could
+        not express as a value — sends the events to the DLQ with the error.
+        """
+        try:
+            await handle(events)
+        except Exception as exc:
+            log.exception("pipeline.handler_failed")
+            for event in events:
+                await self._dead_letter(
+                    event, f"mxprobe failed on this event ({type(exc).__name__}: {exc})."
+                )
+
     async def _intake(self, stream: StreamT[bytes]) -> None:
         async for event in stream.events():
+            await self._guarded([event], self._intake_events)
+
+    async def _intake_events(self, events: Sequence[EventT[bytes]]) -> None:
+        for event in events:
             try:
                 request = decode(event.message.value or b"", AddressRequest)
             except CodecError as exc:
@@ -222,30 +245,31 @@ class Pipeline:
             settings.batch_size, within=settings.batch_within
         )
         async for events in batches:
-            tasks: list[DomainTask] = []
-            for event in events:
-                try:
-                    tasks.append(decode(event.message.value or b"", DomainTask))
-                except CodecError as exc:
-                    await self._dead_letter(event, str(exc))
-            domains = sorted({task.address.ascii_domain for task in tasks})
-            routes = dict(
-                zip(
-                    domains,
-                    await asyncio.gather(*map(self.verifier.route, domains)),
-                    strict=True,
-                )
+            await self._guarded(events, self._resolve_events)
+
+    async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
+        tasks: list[DomainTask] = []
+        for event in events:
+            try:
+                tasks.append(decode(event.message.value or b"", DomainTask))
+            except CodecError as exc:
+                await self._dead_letter(event, str(exc))
+        domains = sorted({task.address.ascii_domain for task in tasks})
+        routes = dict(
+            zip(
+                domains,
+                await asyncio.gather(*map(self.verifier.route, domains)),
+                strict=True,
             )
-            for task in tasks:
-                route = routes[task.address.ascii_domain]
-                if route.problem is not None:
-                    verdict = self.verifier.dns_verdict(
-                        task.request.email, task.address, route.problem
-                    )
-                    await self._emit(task.request, verdict)
-                    continue
-                host_task = HostTask.from_route(task, route)
-                await self.by_host.send(key=host_task.mail_host.encode(), value=encode(host_task))
+        )
+        for task in tasks:
+            route = routes[task.address.ascii_domain]
+            if route.problem is not None:
+                verdict = self.verifier.dns_verdict(task.request.email, task.address, route.problem)
+                await self._emit(task.request, verdict)
+                continue
+            host_task = HostTask.from_route(task, route)
+            await self.by_host.send(key=host_task.mail_host.encode(), value=encode(host_task))
 
     async def _probe(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
@@ -253,15 +277,18 @@ class Pipeline:
             settings.batch_size, within=settings.batch_within
         )
         async for events in batches:
-            groups: dict[frozenset[Target], list[HostTask]] = {}
-            for event in events:
-                try:
-                    task = decode(event.message.value or b"", HostTask)
-                except CodecError as exc:
-                    await self._dead_letter(event, str(exc))
-                    continue
-                groups.setdefault(frozenset(task.targets), []).append(task)
-            await asyncio.gather(*(self._probe_group(tasks) for tasks in groups.values()))
+            await self._guarded(events, self._probe_events)
+
+    async def _probe_events(self, events: Sequence[EventT[bytes]]) -> None:
+        groups: dict[frozenset[Target], list[HostTask]] = {}
+        for event in events:
+            try:
+                task = decode(event.message.value or b"", HostTask)
+            except CodecError as exc:
+                await self._dead_letter(event, str(exc))
+                continue
+            groups.setdefault(frozenset(task.targets), []).append(task)
+        await asyncio.gather(*(self._probe_group(tasks) for tasks in groups.values()))
 
     async def _probe_group(self, tasks: list[HostTask]) -> None:
         by_email: dict[str, list[HostTask]] = {}
@@ -315,6 +342,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-_ = time  # imported for callers' monotonic timing conventions

@@ -117,23 +117,51 @@ async def test_poison_message_goes_to_the_dead_letter_topic(
     assert letter.error  # a sentence saying what was wrong
 
 
+async def test_a_failing_handler_dead_letters_its_events_and_goes_on(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """An unexpected error on one batch sends it to the DLQ; later requests still pass."""
+    settings = pipeline_settings(world_sb, kafka_broker, batch_size=1)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        assert running.pipeline is not None
+        verifier = running.pipeline.verifier
+        real_route = verifier.route
+
+        async def route(domain: str) -> Any:
+            if domain == "catchall.test":
+                raise RuntimeError("injected failure")
+            return await real_route(domain)
+
+        verifier.route = route  # type: ignore[method-assign]
+        producer_requests = requests_for(["anyone@catchall.test"])
+        with pytest.raises(TimeoutError):
+            await running.verify(producer_requests, timeout=10)
+        records = await running.verify(requests_for(["alice@strict.test"]), timeout=60)
+        assert records[0].status.value == "deliverable"
+        assert running.pipeline.dead_letters == 1
+
+
 async def test_domain_table_is_recovered_after_a_restart(
     world_sb: SandboxThread, kafka_broker: EmbeddedBroker
 ) -> None:
-    """A new worker of the same app rebuilds the domain table from its changelog."""
+    """A new worker of the same app rebuilds the domain and host tables from their changelogs."""
     settings = pipeline_settings(world_sb, kafka_broker)
     domains = ["strict.test", "catchall.test", "multiline.test", "nullmx.test", "implicit.test"]
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         await running.verify(requests_for([f"alice@{d}" for d in domains]), timeout=60)
         assert running.pipeline is not None
         written = {key.decode() for key in running.pipeline.domains}
+        facts = {key.decode() for key in running.pipeline.hosts}
     assert written >= set(domains)
+    assert facts >= {"strict.test", "catchall.test"}  # catch-all facts, by domain
     # The same app again: nothing is resolved anew for a fresh route.
     async with PipelineRun(settings, verifier_factory(settings)) as again:
         assert again.pipeline is not None
         for _ in range(50):
             recovered = {key.decode() for key in again.pipeline.domains}
-            if recovered >= written:
+            recovered_facts = {key.decode() for key in again.pipeline.hosts}
+            if recovered >= written and recovered_facts >= facts:
                 break
             await asyncio.sleep(0.2)
         assert recovered >= written
+        assert recovered_facts >= facts
