@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
+import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
@@ -46,7 +48,7 @@ from streams.pipeline.records import (
     verdict_record,
 )
 from streams.pipeline.tansu import EmbeddedApp
-from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, Topology
+from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, SENT_TABLE, Topology
 from streams.settings import Settings
 from streams.verifier import DomainRoute, Verifier
 
@@ -55,6 +57,11 @@ __all__ = ["Pipeline"]
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+
+#: How long a sent verdict is kept to answer a re-processed event identically:
+#: well beyond a crash, a session timeout (10 s) and a rebalance.
+SENT_TTL = 120.0
+_SENT_HEADER = struct.Struct(">Hd")  # partition, sent at (epoch seconds)
 
 
 class TableStore(MutableMapping[str, V], Generic[V]):
@@ -176,11 +183,15 @@ class Pipeline:
         }
         self.domains = self.app.Table(DOMAIN_TABLE, **table_args)
         self.hosts = self.app.Table(HOST_TABLE, **table_args)
+        # Written per event partition (not by key hash): see _remember.
+        self.sent = self.app.Table(SENT_TABLE, **{**table_args, "use_partitioner": False})
+        self.app.timer(SENT_TTL / 4)(self._forget_old_verdicts)
         self.verifier = make_verifier(
             routes=TableStore(self.domains, _route_dump, _route_load),
             catch_all=TableStore(self.hosts, _fact_dump, _fact_load),
         )
         self.verdicts_sent = 0
+        self.resent = 0  # verdicts sent again, byte for byte, for re-processed events
         self.dead_letters = 0
         self.app.agent(self.input, name=f"{settings.app_id}.intake")(self._intake)
         self.app.agent(self.by_domain, name=f"{settings.app_id}.resolve")(self._resolve)
@@ -227,9 +238,11 @@ class Pipeline:
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
+            if await self._resend(request):
+                continue
             parsed = self.verifier.parse(request.email)
             if isinstance(parsed, Verdict):
-                await self._emit(request, parsed)
+                await self._emit(request, parsed, event)
                 continue
             task = DomainTask(
                 request=request,
@@ -248,13 +261,16 @@ class Pipeline:
             await self._guarded(events, self._resolve_events)
 
     async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
-        tasks: list[DomainTask] = []
+        tasks: list[tuple[EventT[bytes], DomainTask]] = []
         for event in events:
             try:
-                tasks.append(decode(event.message.value or b"", DomainTask))
+                task = decode(event.message.value or b"", DomainTask)
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
-        domains = sorted({task.address.ascii_domain for task in tasks})
+                continue
+            if not await self._resend(task.request):
+                tasks.append((event, task))
+        domains = sorted({task.address.ascii_domain for _, task in tasks})
         routes = dict(
             zip(
                 domains,
@@ -262,11 +278,11 @@ class Pipeline:
                 strict=True,
             )
         )
-        for task in tasks:
+        for event, task in tasks:
             route = routes[task.address.ascii_domain]
             if route.problem is not None:
                 verdict = self.verifier.dns_verdict(task.request.email, task.address, route.problem)
-                await self._emit(task.request, verdict)
+                await self._emit(task.request, verdict, event)
                 continue
             host_task = HostTask.from_route(task, route)
             await self.by_host.send(key=host_task.mail_host.encode(), value=encode(host_task))
@@ -280,36 +296,69 @@ class Pipeline:
             await self._guarded(events, self._probe_events)
 
     async def _probe_events(self, events: Sequence[EventT[bytes]]) -> None:
-        groups: dict[frozenset[Target], list[HostTask]] = {}
+        groups: dict[frozenset[Target], list[tuple[EventT[bytes], HostTask]]] = {}
         for event in events:
             try:
                 task = decode(event.message.value or b"", HostTask)
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
-            groups.setdefault(frozenset(task.targets), []).append(task)
+            if not await self._resend(task.domain_task.request):
+                groups.setdefault(frozenset(task.targets), []).append((event, task))
         await asyncio.gather(*(self._probe_group(tasks) for tasks in groups.values()))
 
-    async def _probe_group(self, tasks: list[HostTask]) -> None:
-        by_email: dict[str, list[HostTask]] = {}
+    async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask]]) -> None:
+        by_email: dict[str, list[tuple[EventT[bytes], HostTask]]] = {}
         items: list[tuple[str, Address]] = []
-        for task in tasks:
+        for event, task in tasks:
             email = task.domain_task.request.email
             if email not in by_email:
                 items.append((email, task.domain_task.address))
-            by_email.setdefault(email, []).append(task)
+            by_email.setdefault(email, []).append((event, task))
         verdicts: list[Verdict] = []
-        await self.verifier.probe(tasks[0].targets, items, verdicts.append)
+        await self.verifier.probe(tasks[0][1].targets, items, verdicts.append)
         for verdict in verdicts:
-            for task in by_email[verdict.email]:
-                await self._emit(task.domain_task.request, verdict)
+            for event, task in by_email[verdict.email]:
+                await self._emit(task.domain_task.request, verdict, event)
 
     # --- outputs --------------------------------------------------------------
 
-    async def _emit(self, request: AddressRequest, verdict: Verdict) -> None:
-        record = verdict_record(verdict, request, verified_at=_now())
-        await self.verdicts.send(key=request.request_id.encode(), value=encode(record))
+    async def _emit(self, request: AddressRequest, verdict: Verdict, event: EventT[bytes]) -> None:
+        record = encode(verdict_record(verdict, request, verified_at=_now()))
+        key = request.request_id.encode()
+        await self.verdicts.send(key=key, value=record)
         self.verdicts_sent += 1
+        self._remember(event.message.partition, key, record)
+
+    def _remember(self, partition: int, key: bytes, record: bytes) -> None:
+        """Keep the verdict sent for ``key`` in the partition of the event it answers.
+
+        Every topic has the same partition count, so the worker that owns this
+        partition of the source topic owns it in the ``sent`` table too: if the
+        event is processed again (a crash before its offset was committed), the
+        same worker finds the verdict and sends the same bytes again.
+        """
+        value = _SENT_HEADER.pack(partition, time.time()) + record
+        self.sent.send_changelog(partition, key, value)
+        self.sent.data[key] = value
+
+    async def _resend(self, request: AddressRequest) -> bool:
+        """Send again the verdict already sent for ``request``, if there is one."""
+        value = self.sent.data.get(request.request_id.encode())
+        if value is None:
+            return False
+        await self.verdicts.send(key=request.request_id.encode(), value=value[_SENT_HEADER.size :])
+        self.resent += 1
+        return True
+
+    async def _forget_old_verdicts(self) -> None:
+        """Drop ``sent`` entries older than SENT_TTL (a tombstone in the changelog too)."""
+        cutoff = time.time() - SENT_TTL
+        for key, value in list(self.sent.data.items()):
+            partition, sent_at = _SENT_HEADER.unpack_from(value)
+            if sent_at < cutoff:
+                self.sent.send_changelog(partition, key, None)
+                del self.sent.data[key]
 
     async def _dead_letter(self, event: EventT[bytes], error: str) -> None:
         message = event.message

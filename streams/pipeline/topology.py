@@ -8,6 +8,9 @@ DESIGN "Pipeline"::
 Tables: ``domains`` (ASCII domain → route facts) is read and written only
 by the resolve agent, ``hosts`` (domain → catch-all fact, in the partition of
 its mail host) only by the probe agent; both agents run with concurrency 1.
+``sent`` (request_id → the verdict sent, for two minutes) is written by every
+agent in the partition of the event it answers, so that an event processed
+again after a crash gets the very same verdict bytes.
 
 Every topic is created up front with its final partition count: Tansu cannot
 add partitions later and auto-creates unknown topics with 4 (BROKERS.md #4).
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 
 from streams.settings import Settings
 
-__all__ = ["DOMAIN_TABLE", "HOST_TABLE", "TopicSpec", "Topology"]
+__all__ = ["DOMAIN_TABLE", "HOST_TABLE", "SENT_TABLE", "TopicSpec", "Topology"]
 
 DOMAIN_TABLE = "domains"
 HOST_TABLE = "hosts"
+SENT_TABLE = "sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class Topology:
     dlq: TopicSpec
     domains_changelog: TopicSpec
     hosts_changelog: TopicSpec
+    sent_changelog: TopicSpec
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -73,6 +78,7 @@ class Topology:
             # Faust names changelogs "<app id>-<table>-changelog".
             domains_changelog=spec(f"{app}-{DOMAIN_TABLE}-changelog", compacted=True),
             hosts_changelog=spec(f"{app}-{HOST_TABLE}-changelog", compacted=True),
+            sent_changelog=spec(f"{app}-{SENT_TABLE}-changelog", compacted=True),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -86,4 +92,5 @@ class Topology:
             self.dlq,
             self.domains_changelog,
             self.hosts_changelog,
+            self.sent_changelog,
         )

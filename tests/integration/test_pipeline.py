@@ -15,8 +15,8 @@ from streams.assembly import verifier_factory
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.codecs import decode
 from streams.pipeline.inputs import InputRequest
-from streams.pipeline.records import DeadLetter
-from streams.pipeline.runner import PipelineRun
+from streams.pipeline.records import DeadLetter, VerdictRecord
+from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
 from streams.sandbox import load_world
 from streams.settings import Settings
 
@@ -165,3 +165,32 @@ async def test_domain_table_is_recovered_after_a_restart(
             await asyncio.sleep(0.2)
         assert recovered >= written
         assert recovered_facts >= facts
+
+
+async def test_a_request_seen_again_gets_the_very_same_verdict(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """The same request processed twice (as after a crash) gets identical verdict bytes."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        assert running.pipeline is not None
+        request = requests_for(["alice@strict.test"])
+        await running.verify(request, timeout=60)
+        await asyncio.sleep(0.05)  # a later verified_at, were it verified again
+        await produce_requests(
+            kafka_broker.bootstrap, settings.input_topic, request, allowed_tlds=("test",)
+        )
+        records: list[VerdictRecord] = []
+        stream = read_verdicts(kafka_broker.bootstrap, settings.verdict_topic)
+        try:
+            async with asyncio.timeout(60):
+                async for record in stream:
+                    records.append(record)
+                    if len(records) == 2:
+                        break
+        finally:
+            await stream.aclose()
+        resent = running.pipeline.resent
+    assert [r.request_id for r in records] == [request[0].request_id] * 2
+    assert records[1] == records[0]  # every field, verified_at and latency_ms included
+    assert resent == 1
