@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from support import SandboxThread
 
 from streams.assembly import verifier_factory
 from streams.embedded import EmbeddedBroker
-from streams.pipeline.codecs import decode
+from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
-from streams.pipeline.records import DeadLetter, VerdictRecord
+from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
 from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
 from streams.sandbox import load_world
 from streams.settings import Settings
@@ -194,3 +195,54 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
     assert [r.request_id for r in records] == [request[0].request_id] * 2
     assert records[1] == records[0]  # every field, verified_at and latency_ms included
     assert resent == 1
+
+
+async def count_records(bootstrap: str, topic: str, partitions: int) -> int:
+    """Records in ``topic``, read from the beginning (not from ListOffsets: Tansu #1)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count = 0
+        while batch := await consumer.getmany(timeout_ms=500):
+            count += sum(len(messages) for messages in batch.values())
+        return count
+    finally:
+        await consumer.stop()
+
+
+async def test_input_keyed_by_domain_skips_the_first_rekey(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Requests keyed by their domain are resolved in intake; others go through by-domain."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    by_domain = f"{settings.app_id}.by-domain"
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        await running.verify(requests_for(["alice@strict.test", "bob@strict.test"]), timeout=60)
+        assert await count_records(kafka_broker.bootstrap, by_domain, 2) == 0
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        await producer.start()
+        try:
+            [other] = requests_for(["info@strict.test"])
+            request = AddressRequest(
+                request_id=other.request_id,
+                email=other.email,
+                submitted_at=datetime.now(tz=UTC),
+                source="test",
+            )
+            await producer.send_and_wait(
+                settings.input_topic, key=b"some-user-id", value=encode(request)
+            )
+        finally:
+            await producer.stop()
+        stream = read_verdicts(kafka_broker.bootstrap, settings.verdict_topic)
+        try:
+            async with asyncio.timeout(60):
+                async for record in stream:
+                    if record.request_id == other.request_id:
+                        break
+        finally:
+            await stream.aclose()
+        assert await count_records(kafka_broker.bootstrap, by_domain, 2) == 1
