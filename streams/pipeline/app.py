@@ -48,7 +48,7 @@ from streams.core.catchall import CatchAll, CatchAllFact
 from streams.core.mx import DnsProblem
 from streams.core.verdict import Verdict
 from streams.errors import CodecError
-from streams.pipeline.codecs import decode, encode
+from streams.pipeline.codecs import decode, encode, register_codecs
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
@@ -156,6 +156,7 @@ class Pipeline:
         """
         self.settings = settings
         self.topology = Topology.from_settings(settings)
+        register_codecs()  # "avro-verdict" etc. for apps that read our topics with Faust
         app_class = EmbeddedApp if embedded else faust.App
         self.app = app_class(
             settings.app_id,
