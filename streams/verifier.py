@@ -65,6 +65,7 @@ class DomainRoute:
     targets: tuple[Target, ...] = ()
     problem: DnsProblem | None = None
     expires_at: float = 0.0
+    resolved_at: float = 0.0  # when DNS gave this answer (seconds since the epoch)
 
 
 @dataclass(slots=True)
@@ -193,14 +194,24 @@ class Verifier:
         """The verdict of an address whose domain has no mail host to probe."""
         return self._decide(address, Facts(email=email, dns=problem))
 
-    async def route(self, domain: str) -> DomainRoute:
-        """The cached route of ``domain`` (ASCII form), resolved anew once its TTL passed."""
+    async def route(self, domain: str, *, max_age: float | None = None) -> DomainRoute:
+        """The cached route of ``domain`` (ASCII form), resolved anew once its TTL passed.
+
+        Args:
+            domain: the ASCII domain.
+            max_age: also resolve anew when the cached answer is older than this
+                many seconds (a request's ``max_age_s``; 0 = always fresh).
+        """
         now = self._clock()
         cached = self._routes.get(domain)
-        if cached is not None and cached.expires_at > now:
+        if (
+            cached is not None
+            and cached.expires_at > now
+            and (max_age is None or now - cached.resolved_at <= max_age)
+        ):
             return cached
         async with self._dns:  # a bounded number of lookups in flight
-            route = await self._resolve_route(domain, now)
+            route = dataclasses.replace(await self._resolve_route(domain, now), resolved_at=now)
         if len(self._routes) >= _CACHE_LIMIT:
             _prune(self._routes, lambda r: r.expires_at <= now)
         self._routes[domain] = route
@@ -248,16 +259,20 @@ class Verifier:
         targets: Sequence[Target],
         addresses: Sequence[tuple[str, Address]],
         emit: Callable[[Verdict], None],
+        *,
+        max_age: float | None = None,
     ) -> None:
         """Ask one route's mail host about ``addresses`` (as given, parsed).
 
         Sessions carry at most ``rcpt_per_session`` recipients; one random
         recipient per domain whose catch-all state is not fresh is added.
-        ``emit`` gets one verdict per distinct address.
+        ``emit`` gets one verdict per distinct address. ``max_age`` (seconds)
+        lowers the catch-all freshness window for this call (0 = probe anew).
         """
         host = targets[0].host
         now = self._clock()
-        max_age = self._config.catch_all_max_age
+        if max_age is None or max_age > self._config.catch_all_max_age:
+            max_age = self._config.catch_all_max_age
         recipients: list[str] = []
         for _, address in addresses:
             recipient = smtp_recipient(address)

@@ -83,9 +83,11 @@ async def _worker(settings: Settings) -> None:
     console = Console(stderr=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     async with PipelineRun(settings, verifier_factory(settings)) as running:
+        # Until here Ctrl-C interrupts the start; from now on it stops the worker
+        # cleanly (the batch in flight is finished and committed first).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         where = running.bootstrap + (" (embedded, memory only)" if running.broker else "")
         console.print(
             f"mxprobe worker: consuming {settings.input_topic} and "
@@ -106,7 +108,7 @@ async def _worker(settings: Settings) -> None:
     help="The request's source field.",
 )
 @max_age_option
-@click.option("--bulk", is_flag=True, help="Send to the bulk topic (served after live traffic).")
+@click.option("--bulk", is_flag=True, help="Send to the bulk topic (replays and backfills).")
 def submit(source: str, broker: str | None, label: str, max_age: int, bulk: bool) -> None:
     """Send addresses from FILE (text, CSV with an email column, or JSON lines) to the input."""
     settings = settings_from({}, broker=broker)
@@ -209,8 +211,17 @@ async def _run(
             if progress is not None and starting is not None:
                 progress.remove_task(starting)
                 task = progress.add_task("verdicts", total=len(requests))
-                return await running.verify(requests, on_verdict=lambda _: progress.advance(task))
-            return await running.verify(requests)
+                records = await running.verify(
+                    requests, on_verdict=lambda _: progress.advance(task)
+                )
+            else:
+                records = await running.verify(requests)
+            if running.dead_lettered:
+                console.print(
+                    f"[yellow]{len(running.dead_lettered)} requests got no verdict: their events "
+                    f"went to the dead-letter topic {settings.dlq_topic}.[/]"
+                )
+            return records
     raise AssertionError("unreachable")
 
 

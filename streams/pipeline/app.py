@@ -66,6 +66,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 #: How long a sent verdict is kept to answer a re-processed event identically:
 #: well beyond a crash, a session timeout (10 s) and a rebalance.
@@ -110,6 +111,7 @@ def _route_dump(route: DomainRoute) -> dict[str, Any]:
         "targets": [[t.host, t.address] for t in route.targets],
         "problem": route.problem.value if route.problem else None,
         "expires_at": route.expires_at,
+        "resolved_at": route.resolved_at,
     }
 
 
@@ -118,6 +120,7 @@ def _route_load(data: dict[str, Any]) -> DomainRoute:
         targets=tuple(Target(host, address) for host, address in data["targets"]),
         problem=DnsProblem(data["problem"]) if data["problem"] else None,
         expires_at=float(data["expires_at"]),
+        resolved_at=float(data.get("resolved_at", 0.0)),
     )
 
 
@@ -127,6 +130,11 @@ def _fact_dump(fact: CatchAllFact) -> dict[str, Any]:
 
 def _fact_load(data: dict[str, Any]) -> CatchAllFact:
     return CatchAllFact(CatchAll(data["state"]), float(data["observed_at"]))
+
+
+def _failure(exc: BaseException) -> str:
+    """The DLQ error of an event whose handler failed unexpectedly."""
+    return f"mxprobe failed on this event ({type(exc).__name__}: {exc})."
 
 
 def _now() -> datetime:
@@ -167,7 +175,10 @@ class Pipeline:
             value_serializer="raw",
             processing_guarantee="at_least_once",  # no transactions on Tansu (BROKERS.md #2)
             broker_session_timeout=10,  # 5 s rebalances on Tansu (BROKERS.md #3)
-            stream_wait_empty=False,
+            # A stop or rebalance waits until the events in flight are processed:
+            # Faust's take_events acks a batch when its generator closes, so
+            # without this a clean stop could commit a batch that got no verdict.
+            stream_wait_empty=True,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
             topic_allow_declare=True,
@@ -233,9 +244,7 @@ class Pipeline:
         except Exception as exc:
             log.exception("pipeline.handler_failed")
             for event in events:
-                await self._dead_letter(
-                    event, f"mxprobe failed on this event ({type(exc).__name__}: {exc})."
-                )
+                await self._dead_letter(event, _failure(exc))
 
     async def _intake(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
@@ -244,32 +253,46 @@ class Pipeline:
     async def _intake_events(self, events: Sequence[EventT[bytes]]) -> None:
         local: list[tuple[EventT[bytes], DomainTask]] = []
         for event in events:
-            try:
-                request = decode(event.message.value or b"", AddressRequest)
-            except CodecError as exc:
-                await self._dead_letter(event, str(exc))
-                continue
-            if await self._resend(request):
-                continue
-            parsed = self.verifier.parse(request.email)
-            if isinstance(parsed, Verdict):
-                await self._emit(request, parsed, event)
-                continue
-            task = DomainTask(
-                request=request,
-                address=parsed,
-                signals=self.verifier.signals(parsed),
-                first_seen_at=_now(),
-            )
-            domain = parsed.ascii_domain.encode()
-            if event.message.key == domain:
-                # Already keyed by its domain (as `mxprobe submit` does): this
-                # partition is the domain's, so resolve here and skip a re-key
-                # (DESIGN: each re-key costs a worker 30-35 %).
+            task = await self._guarded_one(event, self._intake_one)
+            if task is not None:
                 local.append((event, task))
-            else:
-                await self.by_domain.send(key=domain, value=encode(task))
         await self._resolve_tasks(local)
+
+    async def _guarded_one(
+        self, event: EventT[bytes], handle: Callable[[EventT[bytes]], Awaitable[T]]
+    ) -> T | None:
+        """``handle(event)``; an unexpected failure dead-letters this event only."""
+        try:
+            return await handle(event)
+        except CodecError as exc:
+            await self._dead_letter(event, str(exc))
+        except Exception as exc:
+            log.exception("pipeline.handler_failed")
+            await self._dead_letter(event, _failure(exc))
+        return None
+
+    async def _intake_one(self, event: EventT[bytes]) -> DomainTask | None:
+        """Decode and parse one request; returns it when intake should resolve it here."""
+        request = decode(event.message.value or b"", AddressRequest)
+        if await self._resend(request):
+            return None
+        parsed = self.verifier.parse(request.email)
+        if isinstance(parsed, Verdict):
+            await self._emit(request, parsed, event)
+            return None
+        task = DomainTask(
+            request=request,
+            address=parsed,
+            signals=self.verifier.signals(parsed),
+            first_seen_at=_now(),
+        )
+        domain = parsed.ascii_domain.encode()
+        if event.message.key == domain:
+            # Already keyed by its domain (as `mxprobe submit` does): resolve
+            # here and skip a re-key (DESIGN: each re-key costs 30-35 %).
+            return task
+        await self.by_domain.send(key=domain, value=encode(task))
+        return None
 
     async def _resolve(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
@@ -289,16 +312,24 @@ class Pipeline:
 
     async def _resolve_tasks(self, tasks: Sequence[tuple[EventT[bytes], DomainTask]]) -> None:
         """Resolve each distinct domain once; DNS verdicts out, the rest to the probe stage."""
-        domains = sorted({task.address.ascii_domain for _, task in tasks})
-        routes = dict(
-            zip(
-                domains,
-                await asyncio.gather(*map(self.verifier.route, domains)),
-                strict=True,
-            )
+        # The strictest max_age_s of a domain's requests decides (0: resolve anew).
+        max_ages: dict[str, float] = {}
+        for _, task in tasks:
+            domain = task.address.ascii_domain
+            age = float(task.request.max_age_s)
+            max_ages[domain] = min(age, max_ages.get(domain, age))
+        domains = sorted(max_ages)
+        answers = await asyncio.gather(
+            *(self.verifier.route(d, max_age=max_ages[d]) for d in domains),
+            return_exceptions=True,
         )
+        routes = dict(zip(domains, answers, strict=True))
         for event, task in tasks:
             route = routes[task.address.ascii_domain]
+            if isinstance(route, BaseException):
+                # Only the requests of the domain that failed go to the DLQ.
+                await self._dead_letter(event, _failure(route))
+                continue
             if route.problem is not None:
                 verdict = self.verifier.dns_verdict(task.request.email, task.address, route.problem)
                 await self._emit(task.request, verdict, event)
@@ -326,7 +357,14 @@ class Pipeline:
                 continue
             if not await self._resend(task.domain_task.request):
                 groups.setdefault(frozenset(task.targets), []).append((event, task))
-        await asyncio.gather(*(self._probe_group(tasks) for tasks in groups.values()))
+        outcomes = await asyncio.gather(
+            *(self._probe_group(tasks) for tasks in groups.values()), return_exceptions=True
+        )
+        for tasks, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # Only the events of the group that failed go to the DLQ.
+                for event, _ in tasks:
+                    await self._dead_letter(event, _failure(outcome))
 
     async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask]]) -> None:
         by_email: dict[str, list[tuple[EventT[bytes], HostTask]]] = {}
@@ -337,7 +375,8 @@ class Pipeline:
                 items.append((email, task.domain_task.address))
             by_email.setdefault(email, []).append((event, task))
         verdicts: list[Verdict] = []
-        await self.verifier.probe(tasks[0][1].targets, items, verdicts.append)
+        max_age = min(float(task.domain_task.request.max_age_s) for _, task in tasks)
+        await self.verifier.probe(tasks[0][1].targets, items, verdicts.append, max_age=max_age)
         for verdict in verdicts:
             for event, task in by_email[verdict.email]:
                 await self._emit(task.domain_task.request, verdict, event)

@@ -114,11 +114,12 @@ def _json_lines(
         if isinstance(extra, dict):
             attributes.update({str(k): str(v) for k, v in extra.items()})
         age = data.get("max_age_s", max_age_s)
+        valid_age = isinstance(age, int) and not isinstance(age, bool) and 0 <= age < 2**62
         yield InputRequest(
             email=data["email"],
             request_id=str(data.get("request_id") or uuid.uuid4()),
             source=str(data.get("source") or source),
-            max_age_s=int(age) if isinstance(age, int | float) and age >= 0 else max_age_s,
+            max_age_s=age if valid_age else max_age_s,
             attributes=attributes,
         )
 

@@ -20,10 +20,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.core.address import SyntaxProblem, parse_address
 from streams.embedded import EmbeddedBroker, create_topics
+from streams.errors import CodecError
 from streams.pipeline.app import Pipeline, free_port
 from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
-from streams.pipeline.records import AddressRequest, VerdictRecord
+from streams.pipeline.records import (
+    AddressRequest,
+    DeadLetter,
+    DomainTask,
+    HostTask,
+    VerdictRecord,
+)
 from streams.settings import Settings
 from streams.verifier import Verifier
 
@@ -91,9 +98,49 @@ async def read_verdicts(
             batches = await consumer.getmany(timeout_ms=idle_ms, max_records=10_000)
             for messages in batches.values():
                 for message in messages:
-                    yield decode(message.value, VerdictRecord)
+                    try:
+                        yield decode(message.value, VerdictRecord)
+                    except CodecError:
+                        continue  # not a verdict this version can read: skip it
     finally:
         await consumer.stop()
+
+
+async def read_dead_letters(bootstrap: str, topic: str) -> AsyncGenerator[str, None]:
+    """The request id of every dead letter on ``topic`` whose original event names one."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for messages in batches.values():
+                for message in messages:
+                    request_id = _dead_request_id(message.value)
+                    if request_id is not None:
+                        yield request_id
+    finally:
+        await consumer.stop()
+
+
+def _dead_request_id(value: bytes) -> str | None:
+    """The request id inside a dead letter's original event, if it can be read."""
+    try:
+        letter = decode(value, DeadLetter)
+    except CodecError:
+        return None
+    with contextlib.suppress(CodecError):
+        return decode(letter.value, AddressRequest).request_id
+    with contextlib.suppress(CodecError):
+        return decode(letter.value, DomainTask).request.request_id
+    with contextlib.suppress(CodecError):
+        return decode(letter.value, HostTask).domain_task.request.request_id
+    return None
 
 
 class PipelineRun:
@@ -113,6 +160,7 @@ class PipelineRun:
         self.pipeline: Pipeline | None = None
         self.bootstrap = ""
         self.started_in = 0.0  # seconds until the worker had joined its group
+        self.dead_lettered: set[str] = set()  # request ids of the last verify() in the DLQ
 
     async def __aenter__(self) -> Self:
         started = time.monotonic()
@@ -136,6 +184,7 @@ class PipelineRun:
                 await pipeline.app.start()
                 await _wait_assigned(pipeline)
         except BaseException:
+            await self._stop_app()
             await self._stop_broker()
             raise
         self.started_in = time.monotonic() - started
@@ -148,11 +197,15 @@ class PipelineRun:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self.pipeline is not None and self._start_worker:
-                with contextlib.suppress(Exception):
-                    await self.pipeline.app.stop()
+            await self._stop_app()
         finally:
             await self._stop_broker()
+
+    async def _stop_app(self) -> None:
+        """Stop the worker (it finishes the batch in flight first); bounded in time."""
+        if self.pipeline is not None and self._start_worker:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pipeline.app.stop(), _STOP_TIMEOUT)
 
     async def _stop_broker(self) -> None:
         if self.broker is not None:
@@ -168,13 +221,21 @@ class PipelineRun:
     ) -> list[VerdictRecord]:
         """Submit ``requests`` and wait until each has its verdict (in input order).
 
+        A request whose event went to the dead-letter topic has no verdict: it
+        is left out of the result and its id is in :attr:`dead_lettered`.
+
         Raises:
             TimeoutError: ``timeout`` seconds passed before every verdict arrived.
         """
         settings = self.settings
         wanted = {r.request_id for r in requests}
         got: dict[str, VerdictRecord] = {}
+        self.dead_lettered = set()
         verdicts = read_verdicts(self.bootstrap, settings.verdict_topic, from_beginning=True)
+        letters = read_dead_letters(self.bootstrap, settings.dlq_topic)
+
+        def finished() -> bool:
+            return len(got) + len(self.dead_lettered - got.keys()) >= len(wanted)
 
         async def collect() -> None:
             async for record in verdicts:
@@ -182,10 +243,16 @@ class PipelineRun:
                     got[record.request_id] = record
                     if on_verdict is not None:
                         on_verdict(record)
-                    if len(got) == len(wanted):
+                    if finished():
                         return
 
+        async def watch_letters() -> None:
+            async for request_id in letters:
+                if request_id in wanted:
+                    self.dead_lettered.add(request_id)
+
         collector = asyncio.ensure_future(collect())
+        watcher = asyncio.ensure_future(watch_letters())
         try:
             await produce_requests(
                 self.bootstrap,
@@ -194,13 +261,21 @@ class PipelineRun:
                 allowed_tlds=settings.allow_tld,
                 on_sent=on_sent,
             )
-            await asyncio.wait_for(asyncio.shield(collector), timeout)
+            async with asyncio.timeout(timeout):
+                while not collector.done() and not finished():
+                    await asyncio.wait({collector}, timeout=0.2)
         finally:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
+            for task in (collector, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await verdicts.aclose()
-        return [got[r.request_id] for r in requests]
+            await letters.aclose()
+        return [got[r.request_id] for r in requests if r.request_id in got]
+
+
+#: Seconds a worker may take to stop (finishing its batch) before it is abandoned.
+_STOP_TIMEOUT = 60.0
 
 
 async def _wait_assigned(pipeline: Pipeline, timeout: float = 60.0) -> None:

@@ -143,10 +143,11 @@ async def test_two_workers_share_partitions(
     assert all(len(records) == 1 for records in got.values())
 
 
-async def test_a_killed_worker_loses_no_request(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+async def test_a_stopped_worker_loses_no_request(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker, signum: int
 ) -> None:
-    """SIGKILL mid-run, restart: every request gets a verdict; duplicates are identical."""
+    """Killed or stopped mid-run, restarted: every request gets a verdict; duplicates identical."""
     app = f"k{uuid.uuid4().hex[:8]}"
     env = worker_env(world_sb, kafka_broker, app)
     first = start_worker(env)
@@ -158,7 +159,7 @@ async def test_a_killed_worker_loses_no_request(
         )
         wanted = {r.request_id for r in batch}
         early = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
-        stop(first, signal.SIGKILL)
+        stop(first, signum)
         second = start_worker(env)
         try:
             got = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
