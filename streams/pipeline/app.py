@@ -23,6 +23,7 @@ event can go to the dead-letter topic byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import struct
@@ -74,8 +75,21 @@ SENT_TTL = 120.0
 _SENT_HEADER = struct.Struct(">Hd")  # partition, sent at (epoch seconds)
 
 
+#: The partition of the event being handled, where table writes must go: a
+#: table is co-partitioned with the stream that writes it, and the key of a
+#: table entry (a domain) is not the key of that stream (a mail host).
+_PARTITION: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "mxprobe_partition", default=None
+)
+
+
 class TableStore(MutableMapping[str, V], Generic[V]):
-    """A Faust table seen as a ``MutableMapping[str, V]`` (values JSON-encoded)."""
+    """A Faust table seen as a ``MutableMapping[str, V]`` (values JSON-encoded).
+
+    Writes go to the changelog partition of the event being handled (see
+    ``_PARTITION``), so that the worker owning that partition of the stream
+    also owns, and recovers, the facts it wrote.
+    """
 
     def __init__(
         self,
@@ -94,16 +108,28 @@ class TableStore(MutableMapping[str, V], Generic[V]):
         return self._load(json.loads(raw))
 
     def __setitem__(self, key: str, value: V) -> None:
-        self._table[key.encode()] = json.dumps(self._dump(value)).encode()
+        self._write(key.encode(), json.dumps(self._dump(value)).encode())
 
     def __delitem__(self, key: str) -> None:
-        del self._table[key.encode()]
+        if key.encode() not in self._table.data:
+            raise KeyError(key)
+        self._write(key.encode(), None)
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        partition = _PARTITION.get()
+        if partition is None:
+            raise RuntimeError("A table write outside the handling of an event.")
+        self._table.send_changelog(partition, key, value, value_serializer="raw")
+        if value is None:
+            self._table.data.pop(key, None)
+        else:
+            self._table.data[key] = value
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in list(self._table.keys()))
+        return (key.decode() for key in list(self._table.data.keys()))
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._table.data)
 
 
 def _route_dump(route: DomainRoute) -> dict[str, Any]:
@@ -200,12 +226,12 @@ class Pipeline:
             "partitions": settings.partitions,
             "key_type": bytes,
             "value_type": bytes,
-            "use_partitioner": True,  # key hash = the re-keyed topic's partition
+            "use_partitioner": False,  # written per event partition: TableStore
         }
         self.domains = self.app.Table(DOMAIN_TABLE, **table_args)
         self.hosts = self.app.Table(HOST_TABLE, **table_args)
-        # Written per event partition (not by key hash): see _remember.
-        self.sent = self.app.Table(SENT_TABLE, **{**table_args, "use_partitioner": False})
+        # Written per event partition (not by key hash), like the others: _remember.
+        self.sent = self.app.Table(SENT_TABLE, **table_args)
         self.app.timer(SENT_TTL / 4)(self._forget_old_verdicts)
         self.verifier = make_verifier(
             routes=TableStore(self.domains, _route_dump, _route_load),
@@ -319,10 +345,13 @@ class Pipeline:
             age = float(task.request.max_age_s)
             max_ages[domain] = min(age, max_ages.get(domain, age))
         domains = sorted(max_ages)
-        answers = await asyncio.gather(
-            *(self.verifier.route(d, max_age=max_ages[d]) for d in domains),
-            return_exceptions=True,
-        )
+        partitions = {task.address.ascii_domain: event.message.partition for event, task in tasks}
+
+        async def resolve(domain: str) -> DomainRoute:
+            _PARTITION.set(partitions[domain])  # this task's own context
+            return await self.verifier.route(domain, max_age=max_ages[domain])
+
+        answers = await asyncio.gather(*map(resolve, domains), return_exceptions=True)
         routes = dict(zip(domains, answers, strict=True))
         for event, task in tasks:
             route = routes[task.address.ascii_domain]
@@ -367,6 +396,8 @@ class Pipeline:
                     await self._dead_letter(event, _failure(outcome))
 
     async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask]]) -> None:
+        # One mail host, so one partition: catch-all facts are written there.
+        _PARTITION.set(tasks[0][0].message.partition)
         by_email: dict[str, list[tuple[EventT[bytes], HostTask]]] = {}
         items: list[tuple[str, Address]] = []
         for event, task in tasks:
