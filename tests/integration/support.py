@@ -7,6 +7,9 @@ mxprobe in theirs (or in a subprocess, for the CLI) exactly as a user would.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -109,3 +112,25 @@ class SandboxThread:
 
 async def _call(func: Callable[[], T]) -> T:
     return func()
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without MXPROBE_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
+    env.update(extra or {})
+    return env
+
+
+def mxprobe(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the mxprobe command with a clean MXPROBE_* environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        input=stdin,
+        timeout=timeout,
+        check=False,
+    )

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SandboxThread
+from support import SandboxThread, mxprobe
 
 from streams.sandbox import load_world
 
@@ -20,23 +20,6 @@ pytestmark = pytest.mark.integration
 WORLD = load_world()
 # The greylisting domain answers 450 on a first try; `check` makes one try.
 FIRST_TRY = {e.address: f"{e.status}/{e.reason}" for e in WORLD.expectations}
-
-
-def mxprobe(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the mxprobe command with a clean MXPROBE_* environment plus ``env``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
-    base.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        capture_output=True,
-        text=True,
-        env=base,
-        input=stdin,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SandboxThread
+from support import SandboxThread, mxprobe
 
 from streams.embedded import EmbeddedBroker
 from streams.sandbox import load_world
@@ -40,22 +40,6 @@ CHECK_FIELDS = {
 def world_sb() -> Iterator[SandboxThread]:
     with SandboxThread(WORLD) as sb:
         yield sb
-
-
-def mxprobe(
-    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
-    base.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        capture_output=True,
-        text=True,
-        env=base,
-        input=stdin,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_run_on_the_embedded_broker(world_sb: SandboxThread, tmp_path: Path) -> None:
