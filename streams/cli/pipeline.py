@@ -168,6 +168,14 @@ async def _print_verdicts(settings: Settings, *, from_beginning: bool, follow: b
 @broker_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON verdict per line.")
 @click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for one JSON object per line (same as --json).",
+)
+@click.option(
     "--output",
     "-o",
     "output",
@@ -177,7 +185,13 @@ async def _print_verdicts(settings: Settings, *, from_beginning: bool, follow: b
 @max_age_option
 @probe_options
 def run(
-    source: str, broker: str | None, as_json: bool, output: str | None, max_age: int, **options: Any
+    source: str,
+    broker: str | None,
+    as_json: bool,
+    output_format: str,
+    output: str | None,
+    max_age: int,
+    **options: Any,
 ) -> None:
     """The whole job: broker, worker, submit FILE, wait for every verdict, print them."""
     settings = settings_from(options, broker=broker)
@@ -185,7 +199,7 @@ def run(
         read_requests(_read_input(source), source="import", max_age_s=max_age, name=source)
     )
     records = asyncio.run(_run(settings, requests, extra_disposable=()))
-    _report(records, as_json=as_json, output=output)
+    _report(records, as_json=as_json or output_format == "json", output=output)
 
 
 async def _run(
@@ -264,7 +278,15 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON verdict per line.")
-def demo(as_json: bool) -> None:
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for one JSON object per line (same as --json).",
+)
+def demo(as_json: bool, output_format: str) -> None:
     """`run` over the sandbox mail world on the embedded broker; prints every verdict."""
     from streams.cli.sandbox import demo_settings
     from streams.sandbox import Sandbox, load_world
@@ -281,7 +303,7 @@ def demo(as_json: bool) -> None:
             return await _run(settings, requests, extra_disposable=world.disposable)
 
     records = asyncio.run(main())
-    _report(records, as_json=as_json, output=None)
+    _report(records, as_json=as_json or output_format == "json", output=None)
     expected = {e.address: f"{e.status}/{e.reason}" for e in world.expectations}
     wrong = [r.email for r in records if f"{r.status.value}/{r.reason}" != expected[r.email]]
     if wrong:

@@ -75,6 +75,15 @@ def test_run_table_and_summary(world_sb: SandboxThread) -> None:
     assert "1 addresses" in result.stdout
 
 
+def test_run_format_json(world_sb: SandboxThread) -> None:
+    """--format json prints one JSON verdict per line, like --json."""
+    result = mxprobe(
+        "run", "-", "--format", "json", env=world_sb.env(), stdin="anyone@catchall.test\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["reason"] == "accept_all"
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
