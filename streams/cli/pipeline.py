@@ -59,6 +59,21 @@ max_age_option = click.option(
 )
 
 
+def format_options(func: F) -> F:
+    """``--json`` and ``--format table|json``: how verdicts are printed."""
+    func = click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for one JSON object per line (same as --json).",
+    )(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON verdict per line.")(
+        func
+    )
+
+
 def _read_input(source: str) -> list[str]:
     if source == "-":
         return sys.stdin.read().splitlines(keepends=True)
@@ -166,15 +181,7 @@ async def _print_verdicts(settings: Settings, *, from_beginning: bool, follow: b
 @click.command()
 @click.argument("source", metavar="FILE|-")
 @broker_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON verdict per line.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for one JSON object per line (same as --json).",
-)
+@format_options
 @click.option(
     "--output",
     "-o",
@@ -277,15 +284,7 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON verdict per line.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for one JSON object per line (same as --json).",
-)
+@format_options
 def demo(as_json: bool, output_format: str) -> None:
     """`run` over the sandbox mail world on the embedded broker; prints every verdict."""
     from streams.cli.sandbox import demo_settings
