@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 T = TypeVar("T")
+TaskT = TypeVar("TaskT", DomainTask, HostTask)
 
 #: How long a sent verdict is kept to answer a re-processed event identically:
 #: well beyond a crash, a session timeout (10 s) and a rebalance.
@@ -156,6 +157,14 @@ def _fact_dump(fact: CatchAllFact) -> dict[str, Any]:
 
 def _fact_load(data: dict[str, Any]) -> CatchAllFact:
     return CatchAllFact(CatchAll(data["state"]), float(data["observed_at"]))
+
+
+def _domain_request(task: DomainTask) -> AddressRequest:
+    return task.request
+
+
+def _host_request(task: HostTask) -> AddressRequest:
+    return task.domain_task.request
 
 
 def _failure(exc: BaseException) -> str:
@@ -324,17 +333,27 @@ class Pipeline:
         async for events in self._batches(stream):
             await self._guarded(events, self._resolve_events)
 
-    async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
-        tasks: list[tuple[EventT[bytes], DomainTask]] = []
+    async def _pending(
+        self,
+        events: Sequence[EventT[bytes]],
+        kind: type[TaskT],
+        request_of: Callable[[TaskT], AddressRequest],
+    ) -> list[tuple[EventT[bytes], TaskT]]:
+        """Decode ``events`` as ``kind``: undecodable ones go to the DLQ, and requests
+        already answered get their verdict again; the rest are returned with their events."""
+        pending: list[tuple[EventT[bytes], TaskT]] = []
         for event in events:
             try:
-                task = decode(event.message.value or b"", DomainTask)
+                task = decode(event.message.value or b"", kind)
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
-            if not await self._resend(task.request):
-                tasks.append((event, task))
-        await self._resolve_tasks(tasks)
+            if not await self._resend(request_of(task)):
+                pending.append((event, task))
+        return pending
+
+    async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
+        await self._resolve_tasks(await self._pending(events, DomainTask, _domain_request))
 
     async def _resolve_tasks(self, tasks: Sequence[tuple[EventT[bytes], DomainTask]]) -> None:
         """Resolve each distinct domain once; DNS verdicts out, the rest to the probe stage."""
@@ -378,14 +397,8 @@ class Pipeline:
 
     async def _probe_events(self, events: Sequence[EventT[bytes]]) -> None:
         groups: dict[frozenset[Target], list[tuple[EventT[bytes], HostTask]]] = {}
-        for event in events:
-            try:
-                task = decode(event.message.value or b"", HostTask)
-            except CodecError as exc:
-                await self._dead_letter(event, str(exc))
-                continue
-            if not await self._resend(task.domain_task.request):
-                groups.setdefault(frozenset(task.targets), []).append((event, task))
+        for event, task in await self._pending(events, HostTask, _host_request):
+            groups.setdefault(frozenset(task.targets), []).append((event, task))
         outcomes = await asyncio.gather(
             *(self._probe_group(tasks) for tasks in groups.values()), return_exceptions=True
         )
