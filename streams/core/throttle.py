@@ -1,0 +1,790 @@
+"""Politeness owed to each mail host: token budgets, AIMD and a circuit breaker.
+
+Each mail host has two token buckets (DESIGN "Pipeline": politeness is owed to
+the server, not the domain): one for RCPT commands and one for new
+connections. :func:`take` refills them to ``now`` and grants recipients;
+:func:`settle` charges the connections a probe opened and adapts the budget
+to how the host answered:
+
+- a throttling reply (421, a rate-limit or too-many-recipients reply) or a
+  burst of refused connections multiplies the host's ``factor`` by
+  ``decrease``; each clean session adds ``increase`` back, up to 1 (AIMD, as
+  TCP congestion control does, RFC 5681 §3.1);
+- ``failure_threshold`` failed sessions in a row open the breaker: the host is
+  paused for a cool-down, which doubles on each re-trip. After the pause one
+  trial session decides: a clean answer resumes the host, a failure re-trips.
+
+The guarantee: over any window of ``T`` seconds a host gets at most
+``rcpt_burst + rcpt_per_second × T`` RCPTs (:meth:`HostLimits.ceiling`),
+whatever the sequence of calls, because the factor never exceeds 1 and the
+bucket never holds more than its capacity.
+
+:class:`Politeness` picks the limits of a host from provider rules (the
+packaged ``data/politeness.toml``, and the operator's own file on top).
+
+Everything here is arithmetic on values with ``now`` passed in: no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from streams.core.replies import ReplyClass
+from streams.core.verdict import SessionFailure
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Change",
+    "HostLimits",
+    "HostState",
+    "Politeness",
+    "ProviderRule",
+    "Signal",
+    "settle",
+    "signal_of",
+    "take",
+    "wait_for",
+]
+
+# wait_for adds this much (seconds) so that float rounding of "now + wait"
+# never leaves the bucket a hair short of the tokens it promised.
+_SLACK = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """What a limit must be: a (whole) number in a range, and how to say so."""
+
+    whole: bool
+    accepts: Callable[[float], bool]
+    wording: str
+
+    def problem(self, name: str, value: object) -> str | None:
+        """Why ``value`` cannot be the limit ``name``, or None when it can."""
+        refusal = f"{name} must be {self.wording}, not {value!r}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return refusal
+        if self.whole and not isinstance(value, int):
+            return refusal
+        if math.isfinite(value) and self.accepts(float(value)):
+            return None
+        return refusal
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _at_least_one(value: float) -> bool:
+    return value >= 1
+
+
+_BOUNDS: Mapping[str, _Bound] = {
+    "rcpt_per_second": _Bound(False, _positive, "a number above 0"),
+    "rcpt_burst": _Bound(True, _at_least_one, "a whole number of at least 1"),
+    "connections_per_minute": _Bound(False, _positive, "a number above 0"),
+    "connection_burst": _Bound(True, _at_least_one, "a whole number of at least 1"),
+    "max_sessions": _Bound(True, _at_least_one, "a whole number of at least 1"),
+    "rcpt_per_session": _Bound(True, _at_least_one, "a whole number of at least 1"),
+    "decrease": _Bound(False, lambda v: 0 < v < 1, "a number above 0 and below 1"),
+    "increase": _Bound(False, lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
+    "min_factor": _Bound(False, lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
+    "failure_threshold": _Bound(True, _at_least_one, "a whole number of at least 1"),
+    "cool_down": _Bound(False, _positive, "a number of seconds above 0"),
+    "max_cool_down": _Bound(False, _positive, "a number of seconds above 0"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """What mxprobe allows itself against one mail host (at factor 1.0).
+
+    Raises:
+        ValueError: a limit is out of range (a sentence naming it).
+    """
+
+    rcpt_per_second: float = 1.0  # sustained RCPT rate
+    rcpt_burst: int = 20  # token bucket capacity for RCPTs
+    connections_per_minute: float = 6.0  # sustained new-connection rate
+    connection_burst: int = 3  # bucket capacity for connections
+    max_sessions: int = 2  # concurrent sessions to this host
+    rcpt_per_session: int = 50  # recipients one SMTP session may carry
+    decrease: float = 0.5  # AIMD: factor *= decrease on a throttle signal
+    increase: float = 0.1  # AIMD: factor += increase per clean session
+    min_factor: float = 0.05
+    failure_threshold: int = 5  # consecutive failed sessions that open the breaker
+    cool_down: float = 300.0  # first pause; doubles on each re-trip, up to max_cool_down
+    max_cool_down: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name, bound in _BOUNDS.items():
+            problem = bound.problem(name, getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"The host limit {problem}.")
+        if self.max_cool_down < self.cool_down:
+            raise ValueError(
+                f"The host limit max_cool_down ({self.max_cool_down:g} s) must be at least "
+                f"cool_down ({self.cool_down:g} s); raise it or lower cool_down."
+            )
+
+    def ceiling(self, window: float) -> float:
+        """The most RCPTs this host can get in any ``window`` seconds (burst + rate × window)."""
+        return self.rcpt_burst + self.rcpt_per_second * max(0.0, window)
+
+
+#: The limits of a mail host that no rule names, unless the caller sets others.
+DEFAULT_LIMITS = HostLimits()
+
+
+class Signal(enum.StrEnum):
+    """What one probe of a host says about its budget (see :func:`signal_of`)."""
+
+    CLEAN = "clean"  # the host answered recipients, no throttling
+    THROTTLED = "throttled"  # a 421, a rate-limit or too-many-recipients reply
+    REFUSED = "refused"  # connections refused/failed to every target
+    FAILED = "failed"  # timeouts, drops, protocol errors with no answer at all
+    NONE = "none"  # nothing was tried (e.g. zero recipients granted): no change
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """One mail host's budget and health; lives in the pipeline's mail-host table (JSON)."""
+
+    factor: float = 1.0  # AIMD multiplier on the rates and bursts, in [min_factor, 1]
+    rcpt_tokens: float | None = None  # None = a full bucket (a host never seen)
+    connection_tokens: float | None = None
+    updated_at: float = 0.0  # epoch seconds of the last refill
+    failures: int = 0  # consecutive failed sessions
+    paused_until: float = 0.0  # breaker open until then; 0 = never tripped or resumed since
+    cool_down: float = 0.0  # the pause the next trip will use (0 = limits.cool_down)
+    throttles: int = 0  # throttle signals seen in all
+    rcpts: int = 0  # RCPTs granted in all
+    connections: int = 0  # connections charged in all
+    last_change: str = ""  # why the state last changed (for `mxprobe hosts`)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostState:
+        """The state stored by :meth:`to_dict`; missing keys take their defaults.
+
+        Unknown keys are ignored (a newer mxprobe may have written them).
+
+        Raises:
+            ValueError: a field holds a value of the wrong kind.
+        """
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in data:
+                values[field.name] = _STATE_FIELDS[field.name](field.name, data[field.name])
+        return cls(**values)
+
+    def paused(self, now: float) -> bool:
+        """True while the breaker is open (the host gets no probe)."""
+        return now < self.paused_until
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"The mail-host state field {name!r} holds {value!r}, not a number; "
+            "delete the host's entry from the table to start it afresh."
+        )
+    return float(value)
+
+
+def _optional_number(name: str, value: Any) -> float | None:
+    return None if value is None else _number(name, value)
+
+
+def _count(name: str, value: Any) -> int:
+    number = _number(name, value)
+    if not number.is_integer():
+        raise ValueError(
+            f"The mail-host state field {name!r} holds {value!r}, not a whole number; "
+            "delete the host's entry from the table to start it afresh."
+        )
+    return int(number)
+
+
+def _text(name: str, value: Any) -> str:
+    return str(value)
+
+
+_STATE_FIELDS: Mapping[str, Callable[[str, Any], Any]] = {
+    "factor": _number,
+    "rcpt_tokens": _optional_number,
+    "connection_tokens": _optional_number,
+    "updated_at": _number,
+    "failures": _count,
+    "paused_until": _number,
+    "cool_down": _number,
+    "throttles": _count,
+    "rcpts": _count,
+    "connections": _count,
+    "last_change": _text,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change worth a log line: kind in {"decrease", "increase", "pause", "resume"}."""
+
+    kind: str
+    message: str  # a sentence, e.g. "mx.example.test: budget cut to 50% after a throttle."
+    factor: float = 1.0  # the factor after the change
+    paused_until: float = 0.0  # the breaker's end after the change (0: not paused)
+
+
+# --- the buckets ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """The effective rates (per second) and capacities at a host's current factor."""
+
+    rcpt_rate: float
+    rcpt_capacity: float
+    connection_rate: float
+    connection_capacity: float
+
+    @classmethod
+    def of(cls, limits: HostLimits, factor: float) -> _Budget:
+        # Capacities stay at least 1: a bucket that can never hold one token
+        # would never grant anything, however long one waits.
+        return cls(
+            rcpt_rate=limits.rcpt_per_second * factor,
+            rcpt_capacity=max(1.0, limits.rcpt_burst * factor),
+            connection_rate=limits.connections_per_minute / 60.0 * factor,
+            connection_capacity=max(1.0, limits.connection_burst * factor),
+        )
+
+    def reserved(self, reserve: float) -> float:
+        """RCPT tokens kept for live traffic; at least one token stays grantable to bulk."""
+        return min(reserve * self.rcpt_capacity, self.rcpt_capacity - 1.0)
+
+
+def _clamp_factor(factor: float, limits: HostLimits) -> float:
+    return min(1.0, max(limits.min_factor, factor))
+
+
+def _level(tokens: float | None, rate: float, capacity: float, elapsed: float) -> float:
+    if tokens is None:
+        return capacity
+    return min(capacity, tokens + rate * elapsed)
+
+
+def _refill(state: HostState, limits: HostLimits, now: float) -> tuple[HostState, _Budget]:
+    """``state`` with both buckets refilled to ``now`` (a clock going back refills nothing)."""
+    factor = _clamp_factor(state.factor, limits)
+    budget = _Budget.of(limits, factor)
+    elapsed = max(0.0, now - state.updated_at)
+    refilled = dataclasses.replace(
+        state,
+        factor=factor,
+        rcpt_tokens=_level(state.rcpt_tokens, budget.rcpt_rate, budget.rcpt_capacity, elapsed),
+        connection_tokens=_level(
+            state.connection_tokens, budget.connection_rate, budget.connection_capacity, elapsed
+        ),
+        updated_at=max(state.updated_at, now),
+    )
+    return refilled, budget
+
+
+def _grantable(refilled: HostState, budget: _Budget, now: float, reserve: float) -> int:
+    """How many RCPTs a refilled host may be given now."""
+    assert refilled.rcpt_tokens is not None and refilled.connection_tokens is not None
+    if refilled.paused(now) or refilled.connection_tokens < 1.0:
+        return 0
+    return max(0, math.floor(refilled.rcpt_tokens - budget.reserved(reserve)))
+
+
+def _check_reserve(reserve: float) -> None:
+    if not 0.0 <= reserve < 1.0:
+        raise ValueError(f"reserve must be at least 0 and below 1, not {reserve!r}.")
+
+
+def take(
+    state: HostState, limits: HostLimits, now: float, want: int, *, reserve: float = 0.0
+) -> tuple[int, HostState]:
+    """Refill the buckets to ``now`` and grant up to ``want`` RCPTs.
+
+    Grants 0 while the breaker is open or while the connection bucket holds
+    less than 1 token (a session needs a connection). Effective rate and
+    capacity are the limits times ``state.factor`` (capacity at least 1).
+    Granted tokens are removed from the RCPT bucket; the caller splits them
+    into sessions of at most ``limits.rcpt_per_session`` and charges the
+    connections it opens with :func:`settle`.
+
+    Args:
+        state: The host's state.
+        limits: The host's limits.
+        now: Seconds since the epoch.
+        want: RCPTs asked for (0 or less grants nothing).
+        reserve: In [0, 1): the fraction of the RCPT bucket's capacity kept
+            for live traffic. Bulk callers pass e.g. 0.25 and get only the
+            tokens above it (at least one token above it is always possible).
+
+    Returns:
+        The RCPTs granted, and the new state.
+
+    Raises:
+        ValueError: ``reserve`` is outside [0, 1).
+    """
+    _check_reserve(reserve)
+    refilled, budget = _refill(state, limits, now)
+    granted = min(max(want, 0), _grantable(refilled, budget, now, reserve))
+    assert refilled.rcpt_tokens is not None
+    return granted, dataclasses.replace(
+        refilled, rcpt_tokens=refilled.rcpt_tokens - granted, rcpts=refilled.rcpts + granted
+    )
+
+
+def wait_for(
+    state: HostState, limits: HostLimits, now: float, n: int, *, reserve: float = 0.0
+) -> float:
+    """Seconds from ``now`` until ``n`` more RCPTs and a connection could be granted.
+
+    "More" counts beyond what :func:`take` could grant at ``now``: the
+    ``n``-th recipient held back gets the time at which the bucket has
+    refilled for it and the ``n - 1`` before it, so deferred recipients
+    come back spread at the host's rate. The remaining pause counts when
+    the breaker is open. A :func:`take` of ``n`` at ``now`` plus this wait
+    (with nothing else taken) grants ``n``, when ``n`` fits in the bucket
+    above the reserve.
+
+    Args:
+        state: The host's state (typically right after a :func:`take`).
+        limits: The host's limits.
+        now: Seconds since the epoch.
+        n: The position of the held-back recipient, from 1.
+        reserve: As for :func:`take`.
+
+    Returns:
+        The wait in seconds; always above 0 and finite.
+
+    Raises:
+        ValueError: ``n`` is below 1 or ``reserve`` is outside [0, 1).
+    """
+    _check_reserve(reserve)
+    if n < 1:
+        raise ValueError(f"n counts held-back recipients from 1, not {n!r}.")
+    refilled, budget = _refill(state, limits, now)
+    assert refilled.rcpt_tokens is not None and refilled.connection_tokens is not None
+    target = budget.reserved(reserve) + _grantable(refilled, budget, now, reserve) + n
+    # Refills start at updated_at, which a clock gone backwards puts after now.
+    lag = refilled.updated_at - now
+    rcpt_wait = _refill_time(target - refilled.rcpt_tokens, budget.rcpt_rate, lag)
+    connection_wait = _refill_time(1.0 - refilled.connection_tokens, budget.connection_rate, lag)
+    pause_wait = max(0.0, refilled.paused_until - now)
+    return max(rcpt_wait, connection_wait, pause_wait) + _SLACK
+
+
+def _refill_time(missing: float, rate: float, lag: float) -> float:
+    """Seconds until a bucket refilling at ``rate`` after ``lag`` seconds gains ``missing``."""
+    return 0.0 if missing <= 0 else lag + missing / rate
+
+
+# --- adapting to the host's answers ----------------------------------------------
+
+_THROTTLING = frozenset({ReplyClass.RATE_LIMITED, ReplyClass.TOO_MANY_RECIPIENTS})
+# A failure not listed here (DEFERRED: mxprobe held the probe back) tried nothing.
+_FAILURE_SIGNALS: Mapping[SessionFailure, Signal] = {
+    SessionFailure.CONNECTION_FAILED: Signal.REFUSED,
+    SessionFailure.TIMEOUT: Signal.FAILED,
+    SessionFailure.DISCONNECTED: Signal.FAILED,
+    SessionFailure.PROTOCOL_ERROR: Signal.FAILED,
+}
+
+
+def signal_of(answers: Iterable[tuple[ReplyClass | None, SessionFailure | None]]) -> Signal:
+    """The signal of one probe from each recipient's (reply class, failure).
+
+    Any RATE_LIMITED or TOO_MANY_RECIPIENTS reply → THROTTLED; otherwise any
+    reply at all → CLEAN (a greylisting or a 550 is a host answering);
+    otherwise every failure CONNECTION_FAILED → REFUSED; otherwise
+    (timeouts, drops, protocol errors) → FAILED. Nothing tried (no answers,
+    or only recipients mxprobe held back) → NONE.
+    """
+    replies: list[ReplyClass] = []
+    failures: list[Signal] = []
+    for reply_class, failure in answers:
+        if reply_class is not None:
+            replies.append(reply_class)
+        elif failure is not None and failure in _FAILURE_SIGNALS:
+            failures.append(_FAILURE_SIGNALS[failure])
+    if any(reply_class in _THROTTLING for reply_class in replies):
+        return Signal.THROTTLED
+    if replies:
+        return Signal.CLEAN
+    if not failures:
+        return Signal.NONE
+    if all(signal is Signal.REFUSED for signal in failures):
+        return Signal.REFUSED
+    return Signal.FAILED
+
+
+_CUT_BECAUSE: Mapping[Signal, str] = {
+    Signal.THROTTLED: "a throttling reply (421 or a rate limit)",
+    Signal.REFUSED: "refused connections",
+}
+
+
+def settle(
+    state: HostState,
+    limits: HostLimits,
+    now: float,
+    *,
+    connections: int,
+    signal: Signal,
+    host: str = "mail host",
+) -> tuple[HostState, Change | None]:
+    """Charge the connections a probe opened and adapt the budget to its signal.
+
+    The connection bucket may go negative: a debt that delays the next grant.
+    THROTTLED and REFUSED cut the factor (``factor × decrease``, not below
+    ``min_factor``; THROTTLED also counts in ``throttles``) and count as a
+    failure; FAILED is a failure; CLEAN raises the factor by ``increase`` (up
+    to 1), clears the failures and the cool-down, and resumes a host the
+    breaker had paused; NONE changes nothing but the connection charge.
+
+    When ``failure_threshold`` failures in a row are reached the breaker
+    opens: ``paused_until = now + cool_down``, and the next cool-down doubles
+    (up to ``max_cool_down``). Failures then stand one short of the
+    threshold, so after the pause a single trial session decides: a failure
+    re-trips, a clean answer resumes. Failures of sessions that end while
+    the breaker is open (started before it tripped) do not re-trip it.
+
+    Args:
+        state: The host's state.
+        limits: The host's limits.
+        now: Seconds since the epoch.
+        connections: New TCP connections the probe opened (0 or more).
+        signal: What the probe's answers say (:func:`signal_of`).
+        host: The host's name, for the change's message.
+
+    Returns:
+        The new state, and the change to log when the factor or the pause changed.
+
+    Raises:
+        ValueError: ``connections`` is negative.
+    """
+    if connections < 0:
+        raise ValueError(f"connections counts connections opened, 0 or more, not {connections}.")
+    before, _ = _refill(state, limits, now)
+    assert before.connection_tokens is not None
+    charged = dataclasses.replace(
+        before,
+        connection_tokens=before.connection_tokens - connections,
+        connections=before.connections + connections,
+    )
+    after = _adapt(charged, limits, now, signal)
+    change = _change(before, after, limits, signal, host, now)
+    if change is None:
+        return after, None
+    return dataclasses.replace(after, last_change=change.message), change
+
+
+def _adapt(state: HostState, limits: HostLimits, now: float, signal: Signal) -> HostState:
+    """Apply the AIMD step and the breaker's count for ``signal``."""
+    if signal is Signal.NONE:
+        return state
+    if signal is Signal.CLEAN:
+        factor = _clamp_factor(round(state.factor + limits.increase, 9), limits)
+        return dataclasses.replace(
+            state, factor=factor, failures=0, cool_down=0.0, paused_until=0.0
+        )
+    if signal in _CUT_BECAUSE:
+        state = _cut(state, limits, throttled=signal is Signal.THROTTLED)
+    return _fail(state, limits, now)
+
+
+def _cut(state: HostState, limits: HostLimits, *, throttled: bool) -> HostState:
+    """Multiply the factor down, and drop the tokens above the smaller capacity."""
+    factor = _clamp_factor(round(state.factor * limits.decrease, 9), limits)
+    capacity = _Budget.of(limits, factor).rcpt_capacity
+    assert state.rcpt_tokens is not None
+    return dataclasses.replace(
+        state,
+        factor=factor,
+        rcpt_tokens=min(state.rcpt_tokens, capacity),
+        throttles=state.throttles + int(throttled),
+    )
+
+
+def _fail(state: HostState, limits: HostLimits, now: float) -> HostState:
+    """Count a failed session; open the breaker at the threshold."""
+    if state.paused(now):
+        return state
+    failures = state.failures + 1
+    if failures < limits.failure_threshold:
+        return dataclasses.replace(state, failures=failures)
+    pause = min(state.cool_down if state.cool_down > 0 else limits.cool_down, limits.max_cool_down)
+    return dataclasses.replace(
+        state,
+        failures=limits.failure_threshold - 1,
+        paused_until=now + pause,
+        cool_down=min(pause * 2.0, limits.max_cool_down),
+    )
+
+
+def _change(
+    before: HostState, after: HostState, limits: HostLimits, signal: Signal, host: str, now: float
+) -> Change | None:
+    """The change from ``before`` to ``after`` worth a log line, if any."""
+    budget = f"budget at {after.factor:.0%}"
+    if after.paused_until > before.paused_until:
+        pause = _duration(after.paused_until - now)
+        why = (
+            "its trial session failed too"
+            if before.paused_until > 0
+            else f"{limits.failure_threshold} failed sessions in a row"
+        )
+        message = f"{host}: paused for {pause} after {why}; {budget}."
+        return Change("pause", message, after.factor, after.paused_until)
+    if before.paused_until > 0 and after.paused_until == 0:
+        message = f"{host}: resumed after a clean session; {budget}."
+        return Change("resume", message, after.factor, 0.0)
+    if after.factor < before.factor:
+        message = f"{host}: budget cut to {after.factor:.0%} after {_CUT_BECAUSE[signal]}."
+        return Change("decrease", message, after.factor, after.paused_until)
+    if after.factor > before.factor:
+        message = f"{host}: budget raised to {after.factor:.0%} after a clean session."
+        return Change("increase", message, after.factor, after.paused_until)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for people: "30 s", "5 min", "2 h"."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+# --- limits per provider -------------------------------------------------------------
+
+# The rates a provider entry may give, and the HostLimits field each sets
+# (with the divisor to per-second or per-minute).
+_RATE_KEYS: Mapping[str, tuple[str, float]] = {
+    "rcpt_per_second": ("rcpt_per_second", 1.0),
+    "rcpt_per_minute": ("rcpt_per_second", 60.0),
+    "rcpt_per_hour": ("rcpt_per_second", 3600.0),
+    "connections_per_minute": ("connections_per_minute", 1.0),
+    "connections_per_hour": ("connections_per_minute", 60.0),
+}
+_LIMIT_KEYS = frozenset(_BOUNDS) - {target for target, _ in _RATE_KEYS.values()}
+_PROVIDER_KEYS = frozenset({"name", "hosts"}) | _LIMIT_KEYS | frozenset(_RATE_KEYS)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+_PACKAGED_SOURCE = "the packaged politeness.toml"
+
+#: One provider rule: (host pattern, limits, provider name).
+ProviderRule = tuple[str, HostLimits, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Politeness:
+    """Limits per mail host: the defaults, then rules matched by host name (user rules first)."""
+
+    defaults: HostLimits = DEFAULT_LIMITS
+    rules: tuple[ProviderRule, ...] = ()  # (host pattern, limits, provider name)
+
+    def limits_for(self, host: str) -> HostLimits:
+        """The limits of the first rule whose pattern matches ``host``, else the defaults.
+
+        ``*.yahoodns.net`` matches any name ending in ``.yahoodns.net`` (not
+        the bare ``yahoodns.net``); any other pattern is an exact name.
+        Matching ignores case and a trailing dot.
+        """
+        rule = self._rule_for(host)
+        return self.defaults if rule is None else rule[1]
+
+    def provider_of(self, host: str) -> str | None:
+        """The provider name of the first rule matching ``host``, or None."""
+        rule = self._rule_for(host)
+        return None if rule is None else rule[2]
+
+    def _rule_for(self, host: str) -> ProviderRule | None:
+        name = _host_key(host)
+        return next((rule for rule in self.rules if _matches(rule[0], name)), None)
+
+    @classmethod
+    def packaged(
+        cls,
+        defaults: HostLimits = DEFAULT_LIMITS,
+        *,
+        extra: str | None = None,
+        extra_source: str = "the politeness file",
+    ) -> Politeness:
+        """The packaged rules (``data/politeness.toml``), ``extra``'s rules first.
+
+        A packaged rule is never looser than ``defaults`` (rates, bursts,
+        sessions and recipients per session are the smaller of the two), so
+        lowering the defaults slows every host; a rule in ``extra`` applies
+        as written.
+
+        Args:
+            defaults: The limits of hosts no rule names; each rule's unset
+                limits come from them too.
+            extra: The TOML text of the operator's file, or None.
+            extra_source: How messages name the operator's file.
+
+        Returns:
+            The politeness table.
+
+        Raises:
+            ValueError: ``extra`` is invalid; the sentence names the problem
+                and the fix.
+        """
+        user = () if extra is None else cls.parse(extra, defaults, source=extra_source)
+        return cls(defaults=defaults, rules=user + _packaged_rules(defaults))
+
+    @classmethod
+    def parse(cls, text: str, defaults: HostLimits, *, source: str) -> tuple[ProviderRule, ...]:
+        """The rules of a politeness TOML text, in file order.
+
+        Each ``[[provider]]`` table has a ``name``, ``hosts`` (patterns) and
+        any limits: one of ``rcpt_per_second`` / ``rcpt_per_minute`` /
+        ``rcpt_per_hour``, one of ``connections_per_minute`` /
+        ``connections_per_hour``, and the other :class:`HostLimits` fields.
+        Unset limits come from ``defaults``.
+
+        Raises:
+            ValueError: a TOML syntax error (with its line), an unknown key,
+                a bad number or a bad host pattern, named with ``source``.
+        """
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(
+                f"{_capital(source)} is not valid TOML: {exc}; fix it there."
+            ) from None
+        unknown = sorted(set(document) - {"provider"})
+        if unknown:
+            raise ValueError(
+                f"{_capital(source)} has the unknown top-level key {unknown[0]!r}; "
+                "it may hold only [[provider]] tables."
+            )
+        providers = document.get("provider", [])
+        if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
+            raise ValueError(f"In {source}, write each provider as a [[provider]] table.")
+        rules: list[ProviderRule] = []
+        for number, entry in enumerate(providers, start=1):
+            rules.extend(_provider_rules(entry, number, defaults, source))
+        return tuple(rules)
+
+
+# Limits where a larger figure is looser: a packaged rule never loosens the
+# operator's defaults on these (a user rule may: it says so explicitly).
+_LOOSER_WHEN_LARGER = (
+    "rcpt_per_second",
+    "rcpt_burst",
+    "connections_per_minute",
+    "connection_burst",
+    "max_sessions",
+    "rcpt_per_session",
+)
+
+
+@functools.cache
+def _packaged_rules(defaults: HostLimits) -> tuple[ProviderRule, ...]:
+    """The packaged rules over ``defaults``, never looser than them (parsed once per process)."""
+    rules = Politeness.parse(_packaged_text(), defaults, source=_PACKAGED_SOURCE)
+    return tuple((pattern, _no_looser(limits, defaults), name) for pattern, limits, name in rules)
+
+
+def _no_looser(limits: HostLimits, defaults: HostLimits) -> HostLimits:
+    tighter = {
+        name: min(getattr(limits, name), getattr(defaults, name)) for name in _LOOSER_WHEN_LARGER
+    }
+    return dataclasses.replace(limits, **tighter)
+
+
+@functools.cache
+def _packaged_text() -> str:
+    data = resources.files("streams.core").joinpath("data", "politeness.toml")
+    return data.read_text(encoding="utf-8")
+
+
+def _provider_rules(
+    entry: Mapping[str, Any], number: int, defaults: HostLimits, source: str
+) -> list[ProviderRule]:
+    """The rules of one ``[[provider]]`` table (one per host pattern)."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(
+            f'Provider #{number} in {source} has no name; add name = "..." to its table.'
+        )
+    where = f"Provider {name!r} in {source}"
+    unknown = sorted(set(entry) - _PROVIDER_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where} has the unknown key {unknown[0]!r}; "
+            f"use name, hosts or a limit: {', '.join(sorted(_PROVIDER_KEYS - {'name', 'hosts'}))}."
+        )
+    patterns = _patterns(entry.get("hosts"), where)
+    limits = _limits(entry, defaults, where)
+    return [(pattern, limits, name.strip()) for pattern in patterns]
+
+
+def _patterns(hosts: Any, where: str) -> list[str]:
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise ValueError(f'{where} needs hosts = ["*.example.com", ...], a list of host patterns.')
+    patterns = [_host_key(host) for host in hosts]
+    for host, pattern in zip(hosts, patterns, strict=True):
+        if _PATTERN.fullmatch(pattern) is None:
+            raise ValueError(
+                f"{where} has the host pattern {host!r}; write an exact host name "
+                "(mx.example.com) or '*.' and a domain (*.example.com)."
+            )
+    return patterns
+
+
+def _limits(entry: Mapping[str, Any], defaults: HostLimits, where: str) -> HostLimits:
+    values: dict[str, Any] = {}
+    set_by: dict[str, str] = {}
+    for key, value in entry.items():
+        if key in ("name", "hosts"):
+            continue
+        field, divisor = _RATE_KEYS.get(key, (key, 1.0))
+        if field in set_by:
+            raise ValueError(f"{where} sets both {set_by[field]} and {key}; keep one.")
+        problem = _BOUNDS[field].problem(key, value)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}; fix the value.")
+        set_by[field] = key
+        values[field] = value if _BOUNDS[field].whole else float(value) / divisor
+    try:
+        return dataclasses.replace(defaults, **values)
+    except ValueError as exc:
+        reason = str(exc)
+        raise ValueError(f"{where}: {reason[:1].lower()}{reason[1:]}") from None
+
+
+def _host_key(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def _matches(pattern: str, name: str) -> bool:
+    pattern = _host_key(pattern)
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return name.endswith(suffix) and len(name) > len(suffix)
+    return name == pattern
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
