@@ -8,13 +8,25 @@ mxprobe sees only values.
 
 A session carries many recipients (across domains served by the same host):
 up to ``rcpt_per_transaction`` RCPTs per MAIL transaction, RSET between
-transactions. If the host drops the connection after some replies, the
-remaining recipients go to a new session, as long as every session makes
-progress. Reply sizes are bounded by aiosmtplib (8 KiB a line, 32 KiB a reply).
+transactions, and at most ``rcpt_per_session`` RCPTs in all. If the host
+drops the connection after some replies, the remaining recipients go to a new
+session, as long as every session makes progress; so do the recipients left
+when a session is full (it is QUIT). Reply sizes are bounded by aiosmtplib
+(8 KiB a line, 32 KiB a reply).
+
+Sessions outlive a batch. When a batch ends normally, its session is parked
+for ``idle_timeout`` seconds (a few per target), keyed by its
+:class:`Target`; a later :meth:`SmtpProber.probe` to that target takes it,
+checks it with RSET (which also ends the open transaction, RFC 5321
+§4.1.1.5) and carries on with MAIL FROM. A session the host closed meanwhile
+is dropped quietly and a new one opened, as if none had been parked. A parked
+session nobody takes is QUIT when its idle time is up, and
+:meth:`SmtpProber.aclose` QUITs them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -25,9 +37,19 @@ import aiosmtplib
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
 from streams.core.verdict import SessionFailure
 
-__all__ = ["ProbeConfig", "ProbeOutcome", "RcptOutcome", "SmtpProber", "Target"]
+__all__ = [
+    "IDLE_PER_TARGET",
+    "ProbeConfig",
+    "ProbeOutcome",
+    "RcptOutcome",
+    "SmtpProber",
+    "Target",
+]
 
 log = logging.getLogger(__name__)
+
+#: Idle sessions kept per target; a session parked beyond these is QUIT instead.
+IDLE_PER_TARGET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +67,11 @@ class ProbeConfig:
     # Each new session must answer at least one more recipient, so a batch of N
     # recipients never opens more than N sessions; this caps even that.
     max_sessions: int = 50
+    # Seconds a session stays open after its batch, for the next batch to the
+    # same target; 0 QUITs every session at the end of its batch.
+    idle_timeout: float = 2.0
+    # The most RCPTs one session sends in all, across every batch it carries.
+    rcpt_per_session: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +92,9 @@ class RcptOutcome:
     failure: SessionFailure | None = None
     target: Target | None = None
     detail: str = ""
-    connections: int = 0  # connections the batch had opened when this outcome was known
+    # Sessions the batch had used when this outcome was known: connections
+    # attempted plus idle sessions reused (the verdict's attempts).
+    connections: int = 0
 
 
 @dataclass(slots=True)
@@ -73,8 +102,23 @@ class ProbeOutcome:
     """The outcome of every recipient of a batch, and what it cost."""
 
     results: dict[str, RcptOutcome] = field(default_factory=dict)
-    sessions: int = 0  # sessions in which EHLO succeeded
+    sessions: int = 0  # new sessions in which EHLO succeeded
     connections: int = 0  # TCP connections attempted
+    reused: int = 0  # idle sessions taken from an earlier batch
+
+    @property
+    def attempts(self) -> int:
+        """Sessions used so far: connections attempted plus sessions reused."""
+        return self.connections + self.reused
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    """An open SMTP session: its client, the target it talks to, the RCPTs it sent."""
+
+    smtp: aiosmtplib.SMTP
+    target: Target
+    rcpts: int = 0
 
 
 class _SessionEnded(Exception):
@@ -95,11 +139,92 @@ class _SessionEnded(Exception):
         self.failover = failover
 
 
+class _IdleSessions:
+    """Sessions parked between batches, by target; each is QUIT when its idle time is up.
+
+    Every parked session has a task that sleeps ``idle_timeout`` seconds and
+    then QUITs it; taking the session cancels the task. A task cancelled while
+    its session is still parked means the event loop is shutting down
+    (``asyncio.run`` cancels leftover tasks): it closes the connection at once,
+    so no socket outlives the loop.
+    """
+
+    def __init__(self, idle_timeout: float, *, quit_timeout: float) -> None:
+        self._idle_timeout = idle_timeout
+        self._quit_timeout = quit_timeout
+        self._parked: dict[Target, list[tuple[_Session, asyncio.Task[None]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._closed = False
+
+    def park(self, session: _Session) -> bool:
+        """Keep ``session`` for a later batch; False when it must be QUIT instead."""
+        parked = self._parked.get(session.target, [])
+        if self._closed or self._idle_timeout <= 0 or len(parked) >= IDLE_PER_TARGET:
+            return False
+        task = asyncio.get_running_loop().create_task(
+            self._expire(session), name=f"idle SMTP session to {session.target.host}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._parked[session.target] = [*parked, (session, task)]
+        return True
+
+    def take(self, targets: Sequence[Target]) -> _Session | None:
+        """The newest parked session to the first of ``targets`` that has one, if any."""
+        for target in targets:
+            parked = self._parked.get(target)
+            if parked:
+                session, task = parked[-1]
+                self._unpark(session)
+                task.cancel()
+                return session
+        return None
+
+    async def aclose(self) -> None:
+        """QUIT every parked session and park none from now on."""
+        self._closed = True
+        parked = [entry for entries in self._parked.values() for entry in entries]
+        self._parked.clear()
+        for session, task in parked:
+            task.cancel()
+            _log_idle_closed(session)
+        quits = (_close(session.smtp, self._quit_timeout) for session, _ in parked)
+        await asyncio.gather(*quits, *self._tasks, return_exceptions=True)
+
+    def _unpark(self, session: _Session) -> bool:
+        """Remove ``session`` from the parked ones; False when it was not parked."""
+        parked = self._parked.get(session.target, [])
+        remaining = [entry for entry in parked if entry[0] is not session]
+        if len(remaining) == len(parked):
+            return False
+        if remaining:
+            self._parked[session.target] = remaining
+        else:
+            del self._parked[session.target]
+        return True
+
+    async def _expire(self, session: _Session) -> None:
+        try:
+            await asyncio.sleep(self._idle_timeout)
+        except asyncio.CancelledError:
+            if self._unpark(session):  # not taken: the loop is shutting down
+                session.smtp.close()
+            raise
+        self._unpark(session)
+        _log_idle_closed(session)
+        await _close(session.smtp, self._quit_timeout)
+
+
 class SmtpProber:
-    """Runs probe sessions against a mail host's addresses."""
+    """Runs probe sessions against a mail host's addresses, reusing idle sessions."""
 
     def __init__(self, config: ProbeConfig) -> None:
         self._config = config
+        self._idle = _IdleSessions(config.idle_timeout, quit_timeout=config.timeout)
+
+    async def aclose(self) -> None:
+        """QUIT every idle session; later batches still probe, but park no session."""
+        await self._idle.aclose()
 
     async def probe(
         self,
@@ -108,26 +233,42 @@ class SmtpProber:
         *,
         smtputf8: bool = False,
         max_sessions: int | None = None,
+        rcpt_per_session: int | None = None,
     ) -> ProbeOutcome:
         """Ask the first reachable target about every recipient.
 
-        Targets are tried in order; the next one is used when a connection
-        fails, the banner is not 220 (a 421 in particular), or the host
-        answers 421 or hangs up before answering any recipient. When a host
-        drops the session after answering some recipients, the rest go to a
-        new session with it, at most ``max_sessions`` sessions in all.
-        ``smtputf8`` says some recipient needs SMTPUTF8 (RFC 6531).
+        A session parked by an earlier batch to one of ``targets`` is used
+        first (the first such target in order). Otherwise targets are tried in
+        order; the next one is used when a connection fails, the banner is not
+        220 (a 421 in particular), or the host answers 421 or hangs up before
+        answering any recipient. When a host drops the session after answering
+        some recipients, or a session has sent ``rcpt_per_session`` RCPTs, the
+        rest go to a new session with it, at most ``max_sessions`` new
+        sessions in all. ``smtputf8`` says some recipient needs SMTPUTF8
+        (RFC 6531).
+
+        Args:
+            targets: the mail host's addresses, in preference order.
+            recipients: the addresses to ask about (duplicates are asked once).
+            smtputf8: some recipient needs SMTPUTF8.
+            max_sessions: new sessions this batch may open
+                (default ``config.max_sessions``).
+            rcpt_per_session: the most RCPTs one session sends in all, for this
+                host (default ``config.rcpt_per_session``; at least 1).
 
         Returns:
             One :class:`RcptOutcome` per recipient (never raises for what a
             server does).
         """
-        budget = self._config.max_sessions if max_sessions is None else max_sessions
+        config = self._config
+        budget = config.max_sessions if max_sessions is None else max_sessions
+        limit = max(1, config.rcpt_per_session if rcpt_per_session is None else rcpt_per_session)
         outcome = ProbeOutcome()
         pending = list(dict.fromkeys(recipients))
         index = 0
         while pending:
-            if outcome.sessions >= budget:
+            session = await self._reuse(targets[index:], outcome)
+            if session is None and outcome.sessions >= budget:
                 detail = (
                     f"The host ended {outcome.sessions} sessions before answering every "
                     "recipient; mxprobe stops there to stay polite."
@@ -135,19 +276,15 @@ class SmtpProber:
                 give_up = RcptOutcome("", failure=SessionFailure.DISCONNECTED, detail=detail)
                 _fill(outcome, pending, give_up)
                 break
-            connected = await self._connect(targets, index, outcome)
-            if isinstance(connected, RcptOutcome):
-                _fill(outcome, pending, connected)
-                break
-            smtp, index = connected  # a reconnect goes back to the host that answered
+            if session is None:
+                connected = await self._connect(targets, index, outcome)
+                if isinstance(connected, RcptOutcome):
+                    _fill(outcome, pending, connected)
+                    break
+                session = connected
+            index = targets.index(session.target)  # a reconnect goes back to this host
             answered_before = len(outcome.results)
-            ended: _SessionEnded | None = None
-            try:
-                await self._session(smtp, targets[index], pending, outcome, smtputf8=smtputf8)
-            except _SessionEnded as exc:
-                ended = exc
-            finally:
-                await _close(smtp, self._config.timeout)
+            ended = await self._carry(session, pending, outcome, smtputf8=smtputf8, limit=limit)
             pending = [r for r in pending if r not in outcome.results]
             if not pending:
                 break
@@ -169,9 +306,68 @@ class SmtpProber:
                 break
         return outcome
 
+    async def _reuse(self, targets: Sequence[Target], outcome: ProbeOutcome) -> _Session | None:
+        """An idle session to one of ``targets`` that the host kept open, if any."""
+        while (session := self._idle.take(targets)) is not None:
+            if await self._still_open(session):
+                outcome.reused += 1
+                log.debug(
+                    "smtp.session_reused",
+                    extra={
+                        "host": session.target.host,
+                        "address": session.target.address,
+                        "rcpts": session.rcpts,
+                    },
+                )
+                return session
+        return None
+
+    async def _still_open(self, session: _Session) -> bool:
+        """RSET an idle session: it checks the host kept it open and ends the old transaction.
+
+        Hosts close idle sessions on their own timeout (RFC 5321 §4.5.3.2.7
+        asks for five minutes; many wait less): a session that does not answer
+        RSET with 250 is closed, and that is all.
+        """
+        alive = False
+        try:
+            await session.smtp.rset()
+            alive = True
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            extra = {"host": session.target.host, "error": _describe(exc)}
+            log.debug("smtp.session_stale", extra=extra)
+        finally:
+            if not alive:
+                await _close(session.smtp, self._config.timeout)
+        return alive
+
+    async def _carry(
+        self,
+        session: _Session,
+        pending: list[str],
+        outcome: ProbeOutcome,
+        *,
+        smtputf8: bool,
+        limit: int,
+    ) -> _SessionEnded | None:
+        """Ask ``pending`` in ``session``, then park it or QUIT it; how it ended, if early."""
+        ended: _SessionEnded | None = None
+        parked = False
+        try:
+            await self._session(session, pending, outcome, smtputf8=smtputf8, limit=limit)
+            parked = (
+                session.smtp.is_connected and session.rcpts < limit and self._idle.park(session)
+            )
+        except _SessionEnded as exc:
+            ended = exc
+        finally:
+            if not parked:
+                await _close(session.smtp, self._config.timeout)
+        return ended
+
     async def _connect(
         self, targets: Sequence[Target], start: int, outcome: ProbeOutcome
-    ) -> tuple[aiosmtplib.SMTP, int] | RcptOutcome:
+    ) -> _Session | RcptOutcome:
         """Connect and say EHLO (HELO as fallback), failing over across targets."""
         last = RcptOutcome("", failure=SessionFailure.CONNECTION_FAILED, detail="No targets.")
         for index in range(start, len(targets)):
@@ -180,7 +376,7 @@ class SmtpProber:
             result = await self._open(target)
             if isinstance(result, aiosmtplib.SMTP):
                 outcome.sessions += 1
-                return result, index
+                return _Session(result, target)
             last = result
             log.debug("smtp.failover", extra={"host": target.host, "address": target.address})
         return last
@@ -240,30 +436,27 @@ class SmtpProber:
 
     async def _session(
         self,
-        smtp: aiosmtplib.SMTP,
-        target: Target,
+        session: _Session,
         pending: list[str],
         outcome: ProbeOutcome,
         *,
         smtputf8: bool,
+        limit: int,
     ) -> None:
-        """Run MAIL/RCPT transactions until every pending recipient has a reply."""
+        """Run MAIL/RCPT transactions until every pending recipient has a reply.
+
+        Returns early when the session has sent ``limit`` RCPTs (the rest go
+        to a new session) or the host closed it.
+        """
+        smtp, target = session.smtp, session.target
         config = self._config
         utf8 = smtputf8 and smtp.supports_extension("smtputf8")
         queue = list(pending)
         if smtputf8 and not utf8:
-            for recipient in [r for r in queue if not r.isascii()]:
-                outcome.results[recipient] = RcptOutcome(
-                    recipient,
-                    failure=SessionFailure.PROTOCOL_ERROR,
-                    target=target,
-                    detail="The host does not support SMTPUTF8 (RFC 6531), "
-                    "which this address needs.",
-                )
-                queue.remove(recipient)
+            _refuse_without_smtputf8(queue, target, outcome)
         first_transaction = True
         null_sender = True  # until the host refuses <> (at MAIL, or at RCPT like Postfix)
-        while queue:
+        while queue and session.rcpts < limit:
             if not first_transaction:
                 await self._rset(smtp, target)
             first_transaction = False
@@ -274,7 +467,9 @@ class SmtpProber:
                 queue[config.rcpt_per_transaction :],
             )
             for position, recipient in enumerate(batch):
-                reply = await self._rcpt(smtp, target, recipient, utf8=utf8)
+                if session.rcpts >= limit:
+                    return  # the session is full: the rest go to a new one
+                reply = await self._rcpt(session, recipient, utf8=utf8)
                 reply_class = classify(reply, Phase.RCPT)
                 retry_with_probe_sender = (
                     reply_class is ReplyClass.NULL_SENDER_REFUSED
@@ -295,7 +490,7 @@ class SmtpProber:
                     # 421 closes the session (RFC 5321 §3.8); the rest were not asked.
                     raise _SessionEnded(RcptOutcome("", reply=reply, target=target), failover=True)
                 outcome.results[recipient] = RcptOutcome(
-                    recipient, reply=reply, target=target, connections=outcome.connections
+                    recipient, reply=reply, target=target, connections=outcome.attempts
                 )
                 if not smtp.is_connected:
                     return
@@ -326,15 +521,14 @@ class SmtpProber:
                 break
         raise _refused(reply, Phase.MAIL, target)
 
-    async def _rcpt(
-        self, smtp: aiosmtplib.SMTP, target: Target, recipient: str, *, utf8: bool
-    ) -> SmtpReply:
+    async def _rcpt(self, session: _Session, recipient: str, *, utf8: bool) -> SmtpReply:
+        session.rcpts += 1
         try:
-            response = await smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+            response = await session.smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
         except aiosmtplib.SMTPRecipientRefused as exc:
             return SmtpReply.from_message(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError, UnicodeError) as exc:
-            raise self._ended(target, Phase.RCPT, exc) from exc
+            raise self._ended(session.target, Phase.RCPT, exc) from exc
         return SmtpReply.from_message(response.code, response.message)
 
     async def _rset(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
@@ -393,11 +587,13 @@ async def _greet(smtp: aiosmtplib.SMTP, helo: str) -> None:
 
 
 async def _close(smtp: aiosmtplib.SMTP, timeout: float) -> None:
-    """QUIT politely; close whatever happens."""
-    if smtp.is_connected:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit(timeout=min(timeout, 5.0))
-    smtp.close()
+    """QUIT politely; close whatever happens (cancellation included)."""
+    try:
+        if smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit(timeout=min(timeout, 5.0))
+    finally:
+        smtp.close()
 
 
 def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcome) -> None:
@@ -411,8 +607,25 @@ def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcom
                 failure=template.failure,
                 target=template.target,
                 detail=template.detail,
-                connections=outcome.connections,
+                connections=outcome.attempts,
             )
+
+
+def _refuse_without_smtputf8(queue: list[str], target: Target, outcome: ProbeOutcome) -> None:
+    """Answer (and drop from ``queue``) the recipients that need SMTPUTF8 the host lacks."""
+    for recipient in [r for r in queue if not r.isascii()]:
+        outcome.results[recipient] = RcptOutcome(
+            recipient,
+            failure=SessionFailure.PROTOCOL_ERROR,
+            target=target,
+            detail="The host does not support SMTPUTF8 (RFC 6531), which this address needs.",
+        )
+        queue.remove(recipient)
+
+
+def _log_idle_closed(session: _Session) -> None:
+    extra = {"host": session.target.host, "address": session.target.address}
+    log.debug("smtp.session_idle_closed", extra=extra)
 
 
 def _describe(exc: BaseException) -> str:

@@ -123,6 +123,7 @@ class SmtpHostServer:
         self.host = host
         self.stats = HostStats() if stats is None else stats
         self._policy = HostPolicy(host, world, clock=clock)
+        self._clock = clock
         self._tls = tls if host.starttls else None
         self._idle = idle_timeout
         self._sleep = sleep
@@ -169,7 +170,7 @@ class SmtpHostServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         session = _Session(client_ip=str(peer[0]) if peer else "unknown")
-        self.stats.connection_opened(session.client_ip)
+        self.stats.connection_opened(session.client_ip, self._clock())
         try:
             await self._converse(session, _LineReader(reader), writer)
         finally:
@@ -207,6 +208,8 @@ class SmtpHostServer:
             await self._sleep(self.host.reply_delay)
         try:
             writer.write(reply.encode())
+            if reply.code == 421:
+                self.stats.replies_421 += 1
             async with asyncio.timeout(self._idle):
                 await writer.drain()
         except (OSError, TimeoutError):
@@ -255,6 +258,7 @@ class SmtpHostServer:
         return _OK
 
     def _quit(self, session: _Session, argument: str) -> Reply:
+        self.stats.quits += 1
         return Reply.of(221, "2.0.0 Bye", close=True)
 
     def _vrfy(self, session: _Session, argument: str) -> Reply:
@@ -306,7 +310,7 @@ class SmtpHostServer:
         return reply
 
     def _rcpt(self, session: _Session, argument: str) -> Reply:
-        self.stats.rcpts += 1
+        self.stats.rcpt_received(self._clock())
         if session.sender is None:
             return Reply.of(503, "5.5.1 Error: need MAIL command")
         match = _PATH.match(argument)
