@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streams.adapters.resolver import ResolverConfig, name_servers_from
 from streams.adapters.smtp_probe import ProbeConfig
 from streams.core.address import UNALLOWABLE_TLDS, SyntaxProblem, parse_address
+from streams.core.retry import RetryPolicy, parse_attempts, parse_delays
+from streams.core.throttle import HostLimits, Politeness
 from streams.errors import ConfigError
 from streams.verifier import VerifierConfig
 
@@ -59,6 +62,15 @@ _OPTION_NAMES = {
     "source_address": "--source-address",
     "disposable_domain": "--disposable-domain",
     "broker": "--broker",
+    "retry_delays": "--retry-delays",
+    "retry_attempts": "--retry-attempts",
+    "retry_max_age": "--retry-max-age",
+    "host_rcpt_per_second": "--host-rcpt-per-second",
+    "host_rcpt_burst": "--host-rcpt-burst",
+    "host_connections_per_minute": "--host-connections-per-minute",
+    "host_max_sessions": "--host-max-sessions",
+    "politeness_file": "--politeness-file",
+    "session_idle": "--session-idle",
 }
 
 
@@ -101,6 +113,43 @@ class Settings(BaseSettings):
     mx_ttl_ceiling: int = Field(default=86_400, ge=1)
     catch_all_max_age: float = Field(default=86_400.0, gt=0)
 
+    # --- politeness (per mail host; DESIGN "Pipeline", issue 4) ---------------
+    host_rcpt_per_second: float = Field(
+        default=1.0, gt=0, le=10_000, description="Sustained RCPTs per second to one mail host."
+    )
+    host_rcpt_burst: int = Field(
+        default=20, ge=1, le=100_000, description="RCPTs one mail host may get in a burst."
+    )
+    host_connections_per_minute: float = Field(
+        default=6.0, gt=0, le=100_000, description="New SMTP connections per minute to one host."
+    )
+    host_max_sessions: int = Field(
+        default=2, ge=1, le=100, description="Concurrent SMTP sessions to one mail host."
+    )
+    politeness_file: Path | None = Field(
+        default=None,
+        description="TOML file of per-provider limits, taking precedence over the packaged ones.",
+    )
+    session_idle: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="Seconds an idle SMTP session is kept for the next batch (0: QUIT at once).",
+    )
+
+    # --- retries (the pipeline's retry tiers) ----------------------------------
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(60.0, 300.0, 900.0, 1800.0),
+        description="Seconds of delay of each retry tier (one topic per tier).",
+    )
+    retry_attempts: str = Field(
+        default="",
+        description="Attempt limits per cause over the defaults, e.g. greylisted=5,timeout=1.",
+    )
+    retry_max_age: float = Field(
+        default=7200.0, gt=0, description="No retry later than this many seconds after intake."
+    )
+
     # --- the streaming pipeline (Kafka) ---------------------------------------
     broker: str | None = Field(
         default=None,
@@ -136,6 +185,25 @@ class Settings(BaseSettings):
             for item in value:
                 parts.extend(p for p in _LIST_SPLIT.split(str(item)) if p)
             return tuple(parts)
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_delays(value)
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _check_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        RetryPolicy(delays=value)  # raises ValueError sentences
+        return value
+
+    @field_validator("retry_attempts")
+    @classmethod
+    def _check_attempts(cls, value: str) -> str:
+        parse_attempts(value)
         return value
 
     @field_validator("allow_tld")
@@ -210,6 +278,46 @@ class Settings(BaseSettings):
             raise ValueError("mx_ttl_floor: must not be above mx_ttl_ceiling")
         return self
 
+    def retry_policy(self) -> RetryPolicy:
+        """The retry tiers, attempt limits and maximum age."""
+        return RetryPolicy(
+            delays=self.retry_delays,
+            attempts=parse_attempts(self.retry_attempts),
+            max_age=self.retry_max_age,
+        )
+
+    def host_limits(self) -> HostLimits:
+        """The limits of a mail host no provider rule names."""
+        return HostLimits(
+            rcpt_per_second=self.host_rcpt_per_second,
+            rcpt_burst=self.host_rcpt_burst,
+            connections_per_minute=self.host_connections_per_minute,
+            max_sessions=self.host_max_sessions,
+            rcpt_per_session=self.max_rcpt_per_session,
+        )
+
+    def politeness(self) -> Politeness:
+        """Per-host limits: the packaged provider rules, the user's file on top.
+
+        Raises:
+            ConfigError: the politeness file cannot be read or is invalid.
+        """
+        extra = None
+        where = "--politeness-file / MXPROBE_POLITENESS_FILE"
+        if self.politeness_file is not None:
+            try:
+                extra = self.politeness_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeError) as exc:
+                raise ConfigError(
+                    f"Invalid setting {where}: cannot read {self.politeness_file} "
+                    f"({exc.strerror if isinstance(exc, OSError) else exc}); "
+                    "give the path of a readable TOML file."
+                ) from None
+        try:
+            return Politeness.packaged(self.host_limits(), extra=extra)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid setting {where}: {str(exc).rstrip('.')}.") from None
+
     def resolver_config(self) -> ResolverConfig:
         """The resolver's sub-config."""
         return ResolverConfig(
@@ -229,11 +337,18 @@ class Settings(BaseSettings):
             starttls=self.starttls,
             source_address=self.source_address,
             rcpt_per_transaction=self.max_rcpt_per_transaction,
+            rcpt_per_session=self.max_rcpt_per_session,
+            idle_timeout=self.session_idle,
         )
 
     def verifier_config(self) -> VerifierConfig:
-        """The verifier's sub-config."""
+        """The verifier's sub-config.
+
+        Raises:
+            ConfigError: the politeness file cannot be read or is invalid.
+        """
         return VerifierConfig(
+            politeness=self.politeness(),
             allow_private_mx=self.allow_private_mx,
             allowed_tlds=self.allow_tld,
             catch_all_max_age=self.catch_all_max_age,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 import weakref
@@ -34,18 +35,34 @@ from streams.core.address import Address, SyntaxProblem, parse_address
 from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
 from streams.core.lists import Signals, StaticLists
 from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_addresses
-from streams.core.replies import Phase, classify
-from streams.core.verdict import Facts, Verdict, decide
+from streams.core.replies import Phase, ReplyClass, classify
+from streams.core.throttle import (
+    HostLimits,
+    HostState,
+    Politeness,
+    settle,
+    signal_of,
+    take,
+    wait_for,
+)
+from streams.core.verdict import Facts, SessionFailure, Verdict, decide
 
-__all__ = ["DomainRoute", "Verifier", "VerifierConfig", "smtp_recipient"]
+__all__ = ["Defer", "DomainRoute", "Verifier", "VerifierConfig", "smtp_recipient"]
+
+log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+
+#: ``defer(email, wait)``: the address was not probed, to stay within its mail
+#: host's budget; it may be probed ``wait`` seconds from now.
+Defer = Callable[[str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
 class VerifierConfig:
     """What the verifier needs from Settings (beyond its adapters)."""
 
+    politeness: Politeness = field(default_factory=Politeness)
     allow_private_mx: bool = False
     allowed_tlds: tuple[str, ...] = ()
     catch_all_max_age: float = 86_400.0
@@ -56,6 +73,12 @@ class VerifierConfig:
     # SMTP sessions one group may open in a batch when its host keeps dropping
     # the connection (each must answer at least one more recipient).
     max_sessions_per_group: int = 20
+    # The share of a host's RCPT bucket that bulk traffic may not use, so that
+    # live requests find budget at once (issue 4: live traffic first).
+    bulk_reserve: float = 0.25
+    # `check` (no retry topics) waits in-process for a host's budget, at most
+    # this long for one address; beyond, the address is unknown/throttled.
+    max_inline_wait: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +118,7 @@ class Verifier:
         rng: random.Random | None = None,
         routes: MutableMapping[str, DomainRoute] | None = None,
         catch_all: MutableMapping[str, CatchAllFact] | None = None,
+        hosts: MutableMapping[str, HostState] | None = None,
     ) -> None:
         """Wire the use case.
 
@@ -109,6 +133,8 @@ class Verifier:
                 passes its domain table).
             catch_all: where catch-all facts are kept, by ASCII domain (default: a
                 dict; the pipeline passes its mail-host table).
+            hosts: where each mail host's budget and health are kept, by host name
+                (default: a dict; the pipeline passes its mail-host table).
         """
         self._resolver = resolver
         self._prober = prober
@@ -118,13 +144,15 @@ class Verifier:
         self._rng = rng or random.Random()
         self._routes: MutableMapping[str, DomainRoute] = {} if routes is None else routes
         self._catch_all: MutableMapping[str, CatchAllFact] = {} if catch_all is None else catch_all
-        # Locks live only while someone holds or awaits them.
-        self._host_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+        self._hosts: MutableMapping[str, HostState] = {} if hosts is None else hosts
+        # Session slots per mail host live only while someone holds or awaits them.
+        self._host_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
         )
         self._sessions = asyncio.Semaphore(config.concurrency)
         self._dns = asyncio.Semaphore(config.dns_concurrency)
         self.sessions_opened = 0  # SMTP sessions with a successful EHLO, for reports
+        self.connections_opened = 0  # TCP connections attempted, for reports
 
     async def verify(self, email: str) -> Verdict:
         """Verify one address."""
@@ -174,10 +202,37 @@ class Verifier:
             key = frozenset(route.targets)
             group = groups.setdefault(key, _Group(targets=route.targets))
             group.addresses.append((email, address))
-        await asyncio.gather(
-            *(self.probe(group.targets, group.addresses, emit) for group in groups.values())
-        )
+        await asyncio.gather(*(self._probe_patiently(group, emit) for group in groups.values()))
         return [done[email] for email in emails]
+
+    async def _probe_patiently(self, group: _Group, emit: Callable[[Verdict], None]) -> None:
+        """Probe a group, waiting in-process for its host's budget (``check`` has no
+        retry topics); an address that would wait over ``max_inline_wait`` gets an
+        unknown/throttled verdict."""
+        pending = group.addresses
+        started = self._clock()
+        host = group.targets[0].host
+        size = self._config.politeness.limits_for(host).rcpt_per_session
+        while pending:
+            held: dict[str, float] = {}
+            await self.probe(group.targets, pending, emit, defer=held.__setitem__)
+            elapsed = self._clock() - started
+            waiting: list[tuple[str, Address]] = []
+            for email, address in pending:
+                if email not in held:
+                    continue
+                if elapsed + held[email] > self._config.max_inline_wait:
+                    emit(self.held_verdict(email, address, host))
+                else:
+                    waiting.append((email, address))
+            pending = waiting
+            if pending:
+                # Long enough for one session's worth of the held back.
+                await asyncio.sleep(held[pending[min(len(pending), size) - 1][0]])
+
+    async def aclose(self) -> None:
+        """Close the SMTP sessions kept idle for the next batch (QUIT)."""
+        await self._prober.aclose()
 
     def parse(self, email: str) -> Address | Verdict:
         """Parse ``email``; a syntax problem is already its (final) verdict."""
@@ -193,6 +248,11 @@ class Verifier:
     def dns_verdict(self, email: str, address: Address, problem: DnsProblem) -> Verdict:
         """The verdict of an address whose domain has no mail host to probe."""
         return self._decide(address, Facts(email=email, dns=problem))
+
+    def held_verdict(self, email: str, address: Address, host: str) -> Verdict:
+        """The verdict of an address ``host``'s budget held back until its retries ran out."""
+        facts = Facts(email=email, failure=SessionFailure.DEFERRED, mail_host=host)
+        return self._decide(address, facts)
 
     async def route(self, domain: str, *, max_age: float | None = None) -> DomainRoute:
         """The cached route of ``domain`` (ASCII form), resolved anew once its TTL passed.
@@ -261,49 +321,69 @@ class Verifier:
         emit: Callable[[Verdict], None],
         *,
         max_age: float | None = None,
+        defer: Defer | None = None,
+        bulk: bool = False,
     ) -> None:
-        """Ask one route's mail host about ``addresses`` (as given, parsed).
+        """Ask one route's mail host about ``addresses`` (as given, parsed), within its budget.
 
-        Sessions carry at most ``rcpt_per_session`` recipients; one random
-        recipient per domain whose catch-all state is not fresh is added.
-        ``emit`` gets one verdict per distinct address. ``max_age`` (seconds)
-        lowers the catch-all freshness window for this call (0 = probe anew).
+        The host's limits (:class:`~streams.core.throttle.HostLimits`, by
+        provider) grant recipients from its token buckets; sessions carry at
+        most its ``rcpt_per_session`` recipients; one random recipient per
+        domain whose catch-all state is not fresh is added. ``emit`` gets one
+        verdict per distinct address probed; the addresses the budget holds
+        back go to ``defer`` with the seconds until they may be probed (without
+        ``defer`` they get an unknown/throttled verdict). ``bulk`` requests
+        leave the last ``bulk_reserve`` of the bucket to live ones.
+        ``max_age`` (seconds) lowers the catch-all freshness window for this
+        call (0 = probe anew).
         """
         host = targets[0].host
+        limits = self._config.politeness.limits_for(host)
         now = self._clock()
         if max_age is None or max_age > self._config.catch_all_max_age:
             max_age = self._config.catch_all_max_age
-        recipients: list[str] = []
+        # The cost of each address: its RCPT, plus the catch-all probe of its
+        # domain when that domain is not known yet (asked with the first).
+        stale: dict[str, str] = {}
+        costs: list[int] = []
         for _, address in addresses:
-            recipient = smtp_recipient(address)
-            if recipient not in recipients:
-                recipients.append(recipient)
-        catch_all_probes: dict[str, str] = {}
-        for domain in dict.fromkeys(a.ascii_domain for _, a in addresses):
-            fact = self._catch_all.get(domain, CatchAllFact())
-            if not fact.is_fresh(now, max_age):
-                probe = f"{random_local_part(self._rng)}@{domain}"
-                catch_all_probes[domain] = probe
-                recipients.append(probe)
-        smtputf8 = any(address.smtputf8 for _, address in addresses)
-        size = self._config.rcpt_per_session
-        results: dict[str, RcptOutcome] = {}
-        budget = self._config.max_sessions_per_group
-        lock = self._host_locks.get(host)
-        if lock is None:
-            lock = self._host_locks[host] = asyncio.Lock()
-        async with lock:  # one session at a time per mail host
-            for start in range(0, len(recipients), size):
-                async with self._sessions:
-                    outcome: ProbeOutcome = await self._prober.probe(
-                        targets,
-                        recipients[start : start + size],
-                        smtputf8=smtputf8,
-                        max_sessions=max(budget, 1),
-                    )
-                results.update(outcome.results)
-                budget -= outcome.sessions
-                self.sessions_opened += outcome.sessions
+            domain = address.ascii_domain
+            fresh = self._catch_all.get(domain, CatchAllFact()).is_fresh(now, max_age)
+            if not fresh and domain not in stale:
+                stale[domain] = f"{random_local_part(self._rng)}@{domain}"
+                costs.append(2)
+            else:
+                costs.append(1)
+        reserve = self._config.bulk_reserve if bulk else 0.0
+        state = self._hosts.get(host, HostState())
+        granted, state = take(state, limits, now, sum(costs), reserve=reserve)
+        self._hosts[host] = state
+        chosen = 0
+        spent = 0
+        while chosen < len(addresses) and spent + costs[chosen] <= granted:
+            spent += costs[chosen]
+            chosen += 1
+        held = addresses[chosen:]
+        for position, (email, address) in enumerate(held, start=1):
+            wait = wait_for(state, limits, now, position, reserve=reserve)
+            if defer is not None:
+                defer(email, wait)
+            else:
+                emit(self.held_verdict(email, address, host))
+        addresses = addresses[:chosen]
+        if not addresses:
+            return
+        catch_all_probes = {
+            domain: probe
+            for domain, probe in stale.items()
+            if any(a.ascii_domain == domain for _, a in addresses)
+        }
+        recipients = list(dict.fromkeys(smtp_recipient(address) for _, address in addresses))
+        recipients += catch_all_probes.values()
+        results, connections = await self._ask(
+            targets, recipients, addresses, limits.max_sessions, limits.rcpt_per_session
+        )
+        self._settle(host, limits, [results[r] for r in recipients], connections)
         now = self._clock()
         if len(self._catch_all) >= _CACHE_LIMIT:
             _prune(self._catch_all, lambda f: not f.is_fresh(now, max_age))
@@ -330,6 +410,72 @@ class Verifier:
                 detail=rcpt.detail,
             )
             emit(self._decide(address, facts))
+
+    async def _ask(
+        self,
+        targets: Sequence[Target],
+        recipients: list[str],
+        addresses: Sequence[tuple[str, Address]],
+        host_sessions: int,
+        size: int,
+    ) -> tuple[dict[str, RcptOutcome], int]:
+        """SMTP sessions for ``recipients``: at most ``host_sessions`` at once to this
+        host, ``concurrency`` in all, ``size`` recipients per session.
+
+        Returns:
+            The outcome of each recipient, and the TCP connections opened.
+        """
+        host = targets[0].host
+        smtputf8 = any(address.smtputf8 for _, address in addresses)
+        results: dict[str, RcptOutcome] = {}
+        connections = 0
+        budget = self._config.max_sessions_per_group
+        slots = self._host_slots.get(host)
+        if slots is None:
+            slots = self._host_slots[host] = asyncio.Semaphore(host_sessions)
+        async with slots:
+            for start in range(0, len(recipients), size):
+                async with self._sessions:
+                    outcome: ProbeOutcome = await self._prober.probe(
+                        targets,
+                        recipients[start : start + size],
+                        smtputf8=smtputf8,
+                        max_sessions=max(budget, 1),
+                        rcpt_per_session=size,
+                    )
+                results.update(outcome.results)
+                budget -= outcome.sessions
+                self.sessions_opened += outcome.sessions
+                connections += outcome.connections
+                self.connections_opened += outcome.connections
+        return results, connections
+
+    def _settle(
+        self, host: str, limits: HostLimits, outcomes: Sequence[RcptOutcome], connections: int
+    ) -> None:
+        """Charge the connections a probe opened and adapt the host's budget (AIMD)."""
+        answers: list[tuple[ReplyClass | None, SessionFailure | None]] = []
+        for rcpt in outcomes:
+            phase = rcpt.phase if rcpt.reply is not None else Phase.RCPT
+            reply_class = classify(rcpt.reply, phase) if rcpt.reply is not None else None
+            answers.append((reply_class, rcpt.failure))
+        now = self._clock()
+        state, change = settle(
+            self._hosts.get(host, HostState()),
+            limits,
+            now,
+            connections=connections,
+            signal=signal_of(answers),
+            host=host,
+        )
+        self._hosts[host] = state
+        if change is not None:
+            log.info(
+                "host.%s %s",
+                change.kind,
+                change.message,
+                extra={"host": host, "factor": state.factor, "paused_until": state.paused_until},
+            )
 
     def _decide(self, address: Address, facts: Facts) -> Verdict:
         return decide(dataclasses.replace(facts, address=address, signals=self.signals(address)))

@@ -13,6 +13,7 @@ import click
 
 from streams import __version__
 from streams.cli.check import check
+from streams.cli.hosts import hosts
 from streams.cli.pipeline import demo, run, submit, verdicts, worker
 from streams.cli.sandbox import sandbox
 from streams.errors import MxprobeError
@@ -26,7 +27,7 @@ def cli() -> None:
     """mxprobe: verify email addresses with DNS and SMTP probes (never sends mail)."""
 
 
-for command in (check, run, demo, worker, submit, verdicts, sandbox):
+for command in (check, run, demo, worker, submit, verdicts, hosts, sandbox):
     cli.add_command(command)
 
 

@@ -106,6 +106,41 @@ def probe_options(func: F) -> F:
             help="Treat this domain as disposable, beside the packaged list "
             "(repeatable). [env: MXPROBE_DISPOSABLE_DOMAIN]",
         ),
+        click.option(
+            "--host-rcpt-per-second",
+            type=float,
+            metavar="RATE",
+            help="Sustained RCPTs per second to one mail host. Default 1. "
+            "[env: MXPROBE_HOST_RCPT_PER_SECOND]",
+        ),
+        click.option(
+            "--host-rcpt-burst",
+            type=int,
+            metavar="N",
+            help="RCPTs one mail host may get in a burst. Default 20. "
+            "[env: MXPROBE_HOST_RCPT_BURST]",
+        ),
+        click.option(
+            "--host-connections-per-minute",
+            type=float,
+            metavar="RATE",
+            help="New SMTP connections per minute to one mail host. Default 6. "
+            "[env: MXPROBE_HOST_CONNECTIONS_PER_MINUTE]",
+        ),
+        click.option(
+            "--host-max-sessions",
+            type=int,
+            metavar="N",
+            help="Concurrent SMTP sessions to one mail host. Default 2. "
+            "[env: MXPROBE_HOST_MAX_SESSIONS]",
+        ),
+        click.option(
+            "--politeness-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="TOML file of per-provider limits over the packaged ones. "
+            "[env: MXPROBE_POLITENESS_FILE]",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -146,9 +181,14 @@ async def verify_with_progress(
     verifier: Verifier, addresses: Sequence[str], console: Console
 ) -> list[Verdict]:
     """Verify ``addresses``, showing a progress bar when the console is a terminal."""
-    if not console.is_terminal or len(addresses) < 2:
-        return await verifier.verify_many(addresses)
-    columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("verify", total=len(set(addresses)))
-        return await verifier.verify_many(addresses, on_verdict=lambda _: progress.advance(task))
+    try:
+        if not console.is_terminal or len(addresses) < 2:
+            return await verifier.verify_many(addresses)
+        columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("verify", total=len(set(addresses)))
+            return await verifier.verify_many(
+                addresses, on_verdict=lambda _: progress.advance(task)
+            )
+    finally:
+        await verifier.aclose()

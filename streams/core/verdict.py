@@ -84,6 +84,7 @@ class SessionFailure(enum.StrEnum):
     CONNECTION_FAILED = "connection_failed"  # no mail host could be connected to
     DISCONNECTED = "disconnected"  # the host dropped the connection mid-session
     PROTOCOL_ERROR = "protocol_error"  # unparsable or oversized reply, TLS failure
+    DEFERRED = "deferred"  # mxprobe's own budget for the host held the probe back
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,12 @@ _FAILURE_RULES: dict[SessionFailure, _Rule] = {
     ),
     SessionFailure.PROTOCOL_ERROR: _Rule(
         _X, Reason.PROTOCOL_ERROR, 0.0, "The mail host's replies broke the SMTP protocol."
+    ),
+    SessionFailure.DEFERRED: _Rule(
+        _X,
+        Reason.THROTTLED,
+        0.0,
+        "mxprobe held the probe back to stay within its rate budget for this mail host.",
     ),
 }
 

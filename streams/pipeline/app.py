@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import logging
 import struct
@@ -47,14 +48,20 @@ from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
 from streams.core.catchall import CatchAll, CatchAllFact
 from streams.core.mx import DnsProblem
+from streams.core.retry import Cause, Retry, cause_of
+from streams.core.throttle import HostState
 from streams.core.verdict import Verdict
 from streams.errors import CodecError
-from streams.pipeline.codecs import decode, encode, register_codecs
+from streams.pipeline.codecs import decode, decode_any, encode, register_codecs
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
     DomainTask,
     HostTask,
+    RetryEvent,
+    VerdictRecord,
+    datetime_from_seconds,
+    seconds_from_datetime,
     verdict_record,
 )
 from streams.pipeline.tansu import EmbeddedApp
@@ -97,24 +104,28 @@ class TableStore(MutableMapping[str, V], Generic[V]):
         table: Any,
         dump: Callable[[V], dict[str, Any]],
         load: Callable[[dict[str, Any]], V],
+        *,
+        prefix: str = "",
     ) -> None:
         self._table = table
         self._dump = dump
         self._load = load
+        self._prefix = prefix.encode()
 
     def __getitem__(self, key: str) -> V:
-        raw = self._table.get(key.encode())
+        raw = self._table.data.get(self._prefix + key.encode())
         if raw is None:
             raise KeyError(key)
         return self._load(json.loads(raw))
 
     def __setitem__(self, key: str, value: V) -> None:
-        self._write(key.encode(), json.dumps(self._dump(value)).encode())
+        self._write(self._prefix + key.encode(), json.dumps(self._dump(value)).encode())
 
     def __delitem__(self, key: str) -> None:
-        if key.encode() not in self._table.data:
+        stored = self._prefix + key.encode()
+        if stored not in self._table.data:
             raise KeyError(key)
-        self._write(key.encode(), None)
+        self._write(stored, None)
 
     def _write(self, key: bytes, value: bytes | None) -> None:
         partition = _PARTITION.get()
@@ -127,10 +138,12 @@ class TableStore(MutableMapping[str, V], Generic[V]):
             self._table.data[key] = value
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in list(self._table.data.keys()))
+        size = len(self._prefix)
+        keys = [key for key in self._table.data if key.startswith(self._prefix)]
+        return (key[size:].decode() for key in keys)
 
     def __len__(self) -> int:
-        return len(self._table.data)
+        return sum(1 for key in self._table.data if key.startswith(self._prefix))
 
 
 def _route_dump(route: DomainRoute) -> dict[str, Any]:
@@ -159,12 +172,30 @@ def _fact_load(data: dict[str, Any]) -> CatchAllFact:
     return CatchAllFact(CatchAll(data["state"]), float(data["observed_at"]))
 
 
-def _domain_request(task: DomainTask) -> AddressRequest:
-    return task.request
+def _host_state_dump(state: HostState) -> dict[str, Any]:
+    return state.to_dict()
 
 
-def _host_request(task: HostTask) -> AddressRequest:
-    return task.domain_task.request
+#: Keys of the ``hosts`` table: a mail host's budget, a domain's catch-all fact.
+HOST_STATE_PREFIX = "host:"
+CATCH_ALL_PREFIX = "catch-all:"
+
+#: How long intake keeps bulk requests back after it last saw a live one, and
+#: the most a bulk batch waits for live traffic (so bulk is never starved and a
+#: rebalance never waits long for a held batch).
+LIVE_GRACE = 0.5
+BULK_MAX_WAIT = 5.0
+
+#: Checks of a held retry event for a rebalance or a stop, at least this often.
+RETRY_CHECK_INTERVAL = 1.0
+
+
+def _domain_task_of(task: DomainTask | RetryEvent) -> DomainTask:
+    return task.host_task.domain_task if isinstance(task, RetryEvent) else task
+
+
+def _host_task_of(task: HostTask | RetryEvent) -> HostTask:
+    return task.host_task if isinstance(task, RetryEvent) else task
 
 
 def _failure(exc: BaseException) -> str:
@@ -192,13 +223,15 @@ class Pipeline:
 
         Args:
             settings: all settings.
-            make_verifier: builds the Verifier given ``routes=`` and ``catch_all=`` stores.
+            make_verifier: builds the Verifier given ``routes=``, ``catch_all=``
+                and ``hosts=`` stores.
             broker: ``kafka://HOST:PORT``.
             embedded: the broker is the embedded Tansu (enables its workarounds).
             web_port: the port of Faust's web server, bound to ``settings.web_bind``.
         """
         self.settings = settings
         self.topology = Topology.from_settings(settings)
+        self.retry_policy = settings.retry_policy()
         register_codecs()  # "avro-verdict" etc. for apps that read our topics with Faust
         app_class = EmbeddedApp if embedded else faust.App
         self.app = app_class(
@@ -213,6 +246,8 @@ class Pipeline:
             # A stop or rebalance waits until the events in flight are processed:
             # Faust's take_events acks a batch when its generator closes, so
             # without this a clean stop could commit a batch that got no verdict.
+            # The retry agents hold events for long, so they give them back at
+            # once on a rebalance or a stop (see _hold).
             stream_wait_empty=True,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
@@ -225,11 +260,13 @@ class Pipeline:
             table_cleanup_interval=3600.0,
         )
         t = self.topology
-        self.input = self.app.topic(t.input.name, t.bulk.name, **self._topic_args())
+        self.input = self.app.topic(t.input.name, **self._topic_args())
+        self.bulk = self.app.topic(t.bulk.name, **self._topic_args())
         self.by_domain = self.app.topic(t.by_domain.name, **self._topic_args())
         self.by_host = self.app.topic(t.by_host.name, **self._topic_args())
         self.verdicts = self.app.topic(t.verdicts.name, **self._topic_args())
         self.dlq = self.app.topic(t.dlq.name, **self._topic_args())
+        self.retry_topics = [self.app.topic(spec.name, **self._topic_args()) for spec in t.retry]
         table_args: dict[str, Any] = {
             "default": None,
             "partitions": settings.partitions,
@@ -242,16 +279,27 @@ class Pipeline:
         # Written per event partition (not by key hash), like the others: _remember.
         self.sent = self.app.Table(SENT_TABLE, **table_args)
         self.app.timer(SENT_TTL / 4)(self._forget_old_verdicts)
+        self.host_states: TableStore[HostState] = TableStore(
+            self.hosts, _host_state_dump, HostState.from_dict, prefix=HOST_STATE_PREFIX
+        )
         self.verifier = make_verifier(
             routes=TableStore(self.domains, _route_dump, _route_load),
-            catch_all=TableStore(self.hosts, _fact_dump, _fact_load),
+            catch_all=TableStore(self.hosts, _fact_dump, _fact_load, prefix=CATCH_ALL_PREFIX),
+            hosts=self.host_states,
         )
         self.verdicts_sent = 0
         self.resent = 0  # verdicts sent again, byte for byte, for re-processed events
         self.dead_letters = 0
-        self.app.agent(self.input, name=f"{settings.app_id}.intake")(self._intake)
-        self.app.agent(self.by_domain, name=f"{settings.app_id}.resolve")(self._resolve)
-        self.app.agent(self.by_host, name=f"{settings.app_id}.probe")(self._probe)
+        self.retries_scheduled = 0  # events sent to a retry tier
+        self.retries_released = 0  # held events given back to their tier on a rebalance/stop
+        self._live_until = 0.0  # intake holds bulk back until then (monotonic)
+        app_id = settings.app_id
+        self.app.agent(self.input, name=f"{app_id}.intake")(self._intake)
+        self.app.agent(self.bulk, name=f"{app_id}.intake-bulk")(self._intake_bulk)
+        self.app.agent(self.by_domain, name=f"{app_id}.resolve")(self._resolve)
+        self.app.agent(self.by_host, name=f"{app_id}.probe")(self._probe)
+        for tier, topic in enumerate(self.retry_topics):
+            self.app.agent(topic, name=f"{app_id}.retry-{tier}")(self._retry_agent(tier))
 
     def _topic_args(self) -> dict[str, Any]:
         return {
@@ -260,6 +308,10 @@ class Pipeline:
             "partitions": self.settings.partitions,
             "replicas": self.settings.replication_factor,
         }
+
+    async def aclose(self) -> None:
+        """Close what the verifier keeps open (idle SMTP sessions); after the app stopped."""
+        await self.verifier.aclose()
 
     # --- agents ---------------------------------------------------------------
 
@@ -283,10 +335,20 @@ class Pipeline:
 
     async def _intake(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
+            self._live_until = time.monotonic() + LIVE_GRACE
+            await self._guarded(events, self._intake_events)
+
+    async def _intake_bulk(self, stream: StreamT[bytes]) -> None:
+        """Intake of the bulk topic: each batch waits while live requests flow
+        (at most BULK_MAX_WAIT), so that live traffic is served first."""
+        async for events in self._batches(stream):
+            deadline = time.monotonic() + BULK_MAX_WAIT
+            while time.monotonic() < min(self._live_until, deadline) and not self._releasing():
+                await asyncio.sleep(0.05)
             await self._guarded(events, self._intake_events)
 
     async def _intake_events(self, events: Sequence[EventT[bytes]]) -> None:
-        local: list[tuple[EventT[bytes], DomainTask]] = []
+        local: list[tuple[EventT[bytes], DomainTask | RetryEvent]] = []
         for event in events:
             task = await self._guarded_one(event, self._intake_one)
             if task is not None:
@@ -320,6 +382,7 @@ class Pipeline:
             address=parsed,
             signals=self.verifier.signals(parsed),
             first_seen_at=_now(),
+            bulk=event.message.topic == self.topology.bulk.name,
         )
         domain = parsed.ascii_domain.encode()
         if event.message.key == domain:
@@ -337,14 +400,17 @@ class Pipeline:
         self,
         events: Sequence[EventT[bytes]],
         kind: type[TaskT],
-        request_of: Callable[[TaskT], AddressRequest],
-    ) -> list[tuple[EventT[bytes], TaskT]]:
-        """Decode ``events`` as ``kind``: undecodable ones go to the DLQ, and requests
-        already answered get their verdict again; the rest are returned with their events."""
-        pending: list[tuple[EventT[bytes], TaskT]] = []
+        request_of: Callable[[TaskT | RetryEvent], AddressRequest],
+    ) -> list[tuple[EventT[bytes], TaskT | RetryEvent]]:
+        """Decode ``events`` as ``kind`` or as a RetryEvent back from a tier:
+        undecodable ones go to the DLQ, and requests already answered get their
+        verdict again; the rest are returned with their events."""
+        pending: list[tuple[EventT[bytes], TaskT | RetryEvent]] = []
         for event in events:
             try:
-                task = decode(event.message.value or b"", kind)
+                task = cast(
+                    "TaskT | RetryEvent", decode_any(event.message.value or b"", (kind, RetryEvent))
+                )
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
@@ -353,18 +419,31 @@ class Pipeline:
         return pending
 
     async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
-        await self._resolve_tasks(await self._pending(events, DomainTask, _domain_request))
+        def request_of(task: DomainTask | RetryEvent) -> AddressRequest:
+            return _domain_task_of(task).request
 
-    async def _resolve_tasks(self, tasks: Sequence[tuple[EventT[bytes], DomainTask]]) -> None:
-        """Resolve each distinct domain once; DNS verdicts out, the rest to the probe stage."""
+        await self._resolve_tasks(await self._pending(events, DomainTask, request_of))
+
+    async def _resolve_tasks(
+        self, tasks: Sequence[tuple[EventT[bytes], DomainTask | RetryEvent]]
+    ) -> None:
+        """Resolve each distinct domain once; DNS verdicts out, the rest to the probe stage.
+
+        A temporary DNS failure (SERVFAIL, timeout) goes to a retry tier, and
+        comes back here resolved anew.
+        """
         # The strictest max_age_s of a domain's requests decides (0: resolve anew).
         max_ages: dict[str, float] = {}
         for _, task in tasks:
-            domain = task.address.ascii_domain
-            age = float(task.request.max_age_s)
+            domain_task = _domain_task_of(task)
+            domain = domain_task.address.ascii_domain
+            age = 0.0 if isinstance(task, RetryEvent) else float(domain_task.request.max_age_s)
             max_ages[domain] = min(age, max_ages.get(domain, age))
         domains = sorted(max_ages)
-        partitions = {task.address.ascii_domain: event.message.partition for event, task in tasks}
+        partitions = {
+            _domain_task_of(task).address.ascii_domain: event.message.partition
+            for event, task in tasks
+        }
 
         async def resolve(domain: str) -> DomainRoute:
             _PARTITION.set(partitions[domain])  # this task's own context
@@ -373,17 +452,27 @@ class Pipeline:
         answers = await asyncio.gather(*map(resolve, domains), return_exceptions=True)
         routes = dict(zip(domains, answers, strict=True))
         for event, task in tasks:
-            route = routes[task.address.ascii_domain]
+            domain_task = _domain_task_of(task)
+            retry = task if isinstance(task, RetryEvent) else None
+            route = routes[domain_task.address.ascii_domain]
             if isinstance(route, BaseException):
                 # Only the requests of the domain that failed go to the DLQ.
                 await self._dead_letter(event, _failure(route))
                 continue
             if route.problem is not None:
-                verdict = self.verifier.dns_verdict(task.request.email, task.address, route.problem)
-                await self._emit(task.request, verdict, event)
+                request, address = domain_task.request, domain_task.address
+                verdict = self.verifier.dns_verdict(request.email, address, route.problem)
+                temporary = route.problem in (DnsProblem.SERVFAIL, DnsProblem.TIMEOUT)
+                unrouted = HostTask(domain_task=domain_task, targets=(), route_expires_at=_now())
+                if temporary and await self._retry(unrouted, retry, verdict, Cause.DNS):
+                    continue
+                await self._emit(request, verdict, event)
                 continue
-            host_task = HostTask.from_route(task, route)
-            await self.by_host.send(key=host_task.mail_host.encode(), value=encode(host_task))
+            host_task = HostTask.from_route(domain_task, route)
+            value = encode(
+                host_task if retry is None else dataclasses.replace(retry, host_task=host_task)
+            )
+            await self.by_host.send(key=host_task.mail_host.encode(), value=value)
 
     def _batches(self, stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
         settings = self.settings
@@ -396,34 +485,182 @@ class Pipeline:
             await self._guarded(events, self._probe_events)
 
     async def _probe_events(self, events: Sequence[EventT[bytes]]) -> None:
-        groups: dict[frozenset[Target], list[tuple[EventT[bytes], HostTask]]] = {}
-        for event, task in await self._pending(events, HostTask, _host_request):
-            groups.setdefault(frozenset(task.targets), []).append((event, task))
+        def request_of(task: HostTask | RetryEvent) -> AddressRequest:
+            return _host_task_of(task).domain_task.request
+
+        Group = list[tuple[EventT[bytes], HostTask | RetryEvent]]
+        groups: dict[tuple[bool, frozenset[Target]], Group] = {}
+        for event, task in await self._pending(events, HostTask, request_of):
+            host_task = _host_task_of(task)
+            key = (host_task.domain_task.bulk, frozenset(host_task.targets))
+            groups.setdefault(key, []).append((event, task))
+        # Live groups first: each takes its host's budget as it starts.
+        ordered = [groups[key] for key in sorted(groups, key=lambda key: key[0])]
         outcomes = await asyncio.gather(
-            *(self._probe_group(tasks) for tasks in groups.values()), return_exceptions=True
+            *(self._probe_group(tasks) for tasks in ordered), return_exceptions=True
         )
-        for tasks, outcome in zip(groups.values(), outcomes, strict=True):
+        for tasks, outcome in zip(ordered, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 # Only the events of the group that failed go to the DLQ.
                 for event, _ in tasks:
                     await self._dead_letter(event, _failure(outcome))
 
-    async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask]]) -> None:
-        # One mail host, so one partition: catch-all facts are written there.
+    async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask | RetryEvent]]) -> None:
+        # One mail host, so one partition: its state and catch-all facts are written there.
         _PARTITION.set(tasks[0][0].message.partition)
-        by_email: dict[str, list[tuple[EventT[bytes], HostTask]]] = {}
+        by_email: dict[str, list[tuple[EventT[bytes], HostTask | RetryEvent]]] = {}
         items: list[tuple[str, Address]] = []
         for event, task in tasks:
-            email = task.domain_task.request.email
+            domain_task = _host_task_of(task).domain_task
+            email = domain_task.request.email
             if email not in by_email:
-                items.append((email, task.domain_task.address))
+                items.append((email, domain_task.address))
             by_email.setdefault(email, []).append((event, task))
         verdicts: list[Verdict] = []
-        max_age = min(float(task.domain_task.request.max_age_s) for _, task in tasks)
-        await self.verifier.probe(tasks[0][1].targets, items, verdicts.append, max_age=max_age)
+        held: dict[str, float] = {}
+        first = _host_task_of(tasks[0][1])
+        max_age = min(float(_host_task_of(t).domain_task.request.max_age_s) for _, t in tasks)
+        await self.verifier.probe(
+            first.targets,
+            items,
+            verdicts.append,
+            max_age=max_age,
+            defer=held.__setitem__,
+            bulk=first.domain_task.bulk,
+        )
         for verdict in verdicts:
             for event, task in by_email[verdict.email]:
-                await self._emit(task.domain_task.request, verdict, event)
+                await self._conclude(task, verdict, event)
+        for email, wait in held.items():
+            for event, task in by_email[email]:
+                await self._defer(task, wait, event)
+
+    # --- retries --------------------------------------------------------------
+
+    async def _conclude(
+        self, task: HostTask | RetryEvent, verdict: Verdict, event: EventT[bytes]
+    ) -> None:
+        """A probe's verdict: final, or (greylisted, throttled…) to a retry tier."""
+        retry = task if isinstance(task, RetryEvent) else None
+        if retry is not None:
+            # Evidence counts the SMTP sessions of every attempt.
+            attempts = verdict.evidence.attempts + retry.last_verdict.evidence.attempts
+            verdict = dataclasses.replace(
+                verdict, evidence=dataclasses.replace(verdict.evidence, attempts=attempts)
+            )
+        cause = cause_of(verdict.reason)
+        host_task = _host_task_of(task)
+        if cause is not None and await self._retry(host_task, retry, verdict, cause):
+            return
+        await self._emit(host_task.domain_task.request, verdict, event)
+
+    async def _defer(self, task: HostTask | RetryEvent, wait: float, event: EventT[bytes]) -> None:
+        """An address the host's budget held back: to a retry tier, due when the
+        budget allows; past its limits, the last verdict it had (or unknown/throttled)."""
+        retry = task if isinstance(task, RetryEvent) else None
+        host_task = _host_task_of(task)
+        domain_task = host_task.domain_task
+        done = retry.retries.get(Cause.BUDGET.value, 0) if retry is not None else 0
+        now = time.time()
+        plan = self.retry_policy.defer(wait, done, self._first_seen(host_task), now)
+        if retry is not None:
+            last = retry.last_verdict
+        else:
+            held = self.verifier.held_verdict(
+                domain_task.request.email, domain_task.address, host_task.mail_host
+            )
+            last = verdict_record(held, domain_task.request, verified_at=_now())
+        if plan is None:
+            await self._emit(domain_task.request, last.to_verdict(), event)
+            return
+        await self._send_retry(host_task, retry, last, Cause.BUDGET, plan)
+
+    async def _retry(
+        self, host_task: HostTask, retry: RetryEvent | None, verdict: Verdict, cause: Cause
+    ) -> bool:
+        """Schedule another attempt after ``verdict`` if ``cause`` has attempts left."""
+        done = retry.retries.get(cause.value, 0) if retry is not None else 0
+        plan = self.retry_policy.after(cause, done, self._first_seen(host_task), time.time())
+        if plan is None:
+            return False
+        domain_task = host_task.domain_task
+        next_task = dataclasses.replace(
+            host_task,
+            domain_task=dataclasses.replace(domain_task, attempt=domain_task.attempt + 1),
+        )
+        last = verdict_record(verdict, domain_task.request, verified_at=_now())
+        await self._send_retry(next_task, retry, last, cause, plan)
+        return True
+
+    async def _send_retry(
+        self,
+        host_task: HostTask,
+        retry: RetryEvent | None,
+        last: VerdictRecord,
+        cause: Cause,
+        plan: Retry,
+    ) -> None:
+        retries = dict(retry.retries) if retry is not None else {}
+        retries[cause.value] = retries.get(cause.value, 0) + 1
+        event = RetryEvent(
+            host_task=host_task,
+            due_at=datetime_from_seconds(plan.due_at),
+            last_verdict=last,
+            cause=cause.value,
+            tier=plan.tier,
+            retries=retries,
+        )
+        await self.retry_topics[plan.tier].send(key=_retry_key(host_task), value=encode(event))
+        self.retries_scheduled += 1
+
+    @staticmethod
+    def _first_seen(host_task: HostTask) -> float:
+        return seconds_from_datetime(host_task.domain_task.first_seen_at)
+
+    def _retry_agent(self, tier: int) -> Callable[[StreamT[bytes]], Awaitable[None]]:
+        async def hold(events: Sequence[EventT[bytes]]) -> None:
+            await self._hold(events[0], tier)
+
+        async def agent(stream: StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self._guarded([event], hold)
+
+        return agent
+
+    async def _hold(self, event: EventT[bytes], tier: int) -> None:
+        """Hold one retry event until it is due, then send it back to its stage.
+
+        The tier's topic is in due order (one fixed delay), so only its head
+        waits. The wait is in steps of at most RETRY_CHECK_INTERVAL: on a
+        rebalance or a stop the event is given back — sent again to the same
+        tier, unchanged, before its offset is committed — so that neither
+        waits for it (BROKERS.md: sleeping events stall a rebalance). No event
+        is lost; one given back may come due up to one tier delay late.
+        """
+        message = event.message
+        try:
+            retry = decode(message.value or b"", RetryEvent)
+        except CodecError as exc:
+            await self._dead_letter(event, str(exc))
+            return
+        due = seconds_from_datetime(retry.due_at)
+        while (remaining := due - time.time()) > 0:
+            if self._releasing() or message.tp not in self.app.consumer.assignment():
+                await self.retry_topics[tier].send(key=message.key, value=message.value)
+                self.retries_released += 1
+                return
+            await asyncio.sleep(min(RETRY_CHECK_INTERVAL, remaining))
+        host_task = retry.host_task
+        if host_task.targets:
+            await self.by_host.send(key=host_task.mail_host.encode(), value=message.value)
+        else:  # a temporary DNS failure: resolve again
+            domain = host_task.domain_task.address.ascii_domain.encode()
+            await self.by_domain.send(key=domain, value=message.value)
+
+    def _releasing(self) -> bool:
+        """A rebalance or a stop is under way: events held must be let go."""
+        app = self.app
+        return bool(app.rebalancing or app.should_stop or not app.flow_control.is_active())
 
     # --- outputs --------------------------------------------------------------
 
@@ -486,6 +723,13 @@ class Pipeline:
         )
         await self.dlq.send(key=message.key, value=encode(letter))
         self.dead_letters += 1
+
+
+def _retry_key(host_task: HostTask) -> bytes:
+    """The key of a retry event: its mail host (its domain for a DNS retry)."""
+    if host_task.targets:
+        return host_task.mail_host.encode()
+    return host_task.domain_task.address.ascii_domain.encode()
 
 
 def free_port() -> int:

@@ -60,6 +60,7 @@ __all__ = [
     "AvroCodec",
     "CodecProblem",
     "decode",
+    "decode_any",
     "encode",
     "from_json",
     "register_codecs",
@@ -172,6 +173,23 @@ def decode(data: bytes, kind: type[R]) -> R:
             (see :class:`CodecProblem`).
     """
     return cast(R, _decode(data, kind))
+
+
+def decode_any(data: bytes, kinds: tuple[type[R], ...]) -> R:
+    """The record of whichever of ``kinds`` wrote ``data``, told by its schema fingerprint.
+
+    A topic that carries two record types (the probe stage reads new tasks and
+    tasks back from a retry tier) is read with this.
+
+    Raises:
+        CodecError: as :func:`decode` with ``kinds[0]`` when no kind matches.
+    """
+    fingerprint = data[2:_HEADER]
+    for kind in kinds:
+        spec = _spec(kind)
+        if fingerprint == spec.header[2:] or fingerprint in spec.previous:
+            return cast(R, _decode(data, kind))
+    return cast(R, _decode(data, kinds[0]))
 
 
 def _decode(data: bytes, kind: type[Any]) -> Record:

@@ -172,6 +172,7 @@ class DomainTask:
     signals: Signals
     first_seen_at: datetime  # when intake first read the request
     attempt: int = 0  # probe rounds already made (raised by the retry stage)
+    bulk: bool = False  # from the bulk topic: live requests go first
 
     def facts(self) -> Facts:
         """What is known before any network step: the address and its static signals."""
@@ -183,7 +184,7 @@ class HostTask:
     """A resolved request on its way to SMTP, keyed by its mail host (``io.mxprobe.HostTask``)."""
 
     domain_task: DomainTask
-    targets: tuple[Target, ...]  # in order; never empty
+    targets: tuple[Target, ...]  # in order; empty only in a DNS retry
     route_expires_at: datetime
 
     @classmethod
@@ -221,9 +222,12 @@ class HostTask:
 class RetryEvent:
     """A request waiting in a retry tier until ``due_at`` (``io.mxprobe.RetryEvent``)."""
 
-    host_task: HostTask
+    host_task: HostTask  # targets empty: a DNS retry, back to resolution
     due_at: datetime
     last_verdict: VerdictRecord  # the final verdict when the retries run out
+    cause: str = "greylisted"  # a streams.core.retry.Cause value
+    tier: int = 0  # the retry tier whose topic holds it
+    retries: Mapping[str, int] = field(default_factory=dict)  # scheduled so far, per cause
 
     @property
     def attempt(self) -> int:
@@ -357,6 +361,7 @@ def _domain_task_to(t: DomainTask) -> dict[str, Any]:
         "signals": _signals_to(t.signals),
         "first_seen_at": _millis(t.first_seen_at),
         "attempt": t.attempt,
+        "bulk": t.bulk,
     }
 
 
@@ -367,6 +372,7 @@ def _domain_task_from(d: Mapping[str, Any]) -> DomainTask:
         signals=Signals(**d["signals"]),
         first_seen_at=d["first_seen_at"],
         attempt=d["attempt"],
+        bulk=d["bulk"],
     )
 
 
@@ -391,6 +397,9 @@ def _retry_to(e: RetryEvent) -> dict[str, Any]:
         "host_task": _host_task_to(e.host_task),
         "due_at": _millis(e.due_at),
         "last_verdict": _verdict_to(e.last_verdict),
+        "cause": e.cause,
+        "tier": e.tier,
+        "retries": e.retries,
     }
 
 
@@ -399,6 +408,9 @@ def _retry_from(d: Mapping[str, Any]) -> RetryEvent:
         host_task=_host_task_from(d["host_task"]),
         due_at=d["due_at"],
         last_verdict=_verdict_from(d["last_verdict"]),
+        cause=d["cause"],
+        tier=d["tier"],
+        retries=d["retries"],
     )
 
 

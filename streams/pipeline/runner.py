@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.core.address import SyntaxProblem, parse_address
-from streams.embedded import EmbeddedBroker, create_topics
+from streams.core.throttle import HostState
+from streams.embedded import EmbeddedBroker, create_topics, true_end_offsets
 from streams.errors import CodecError
-from streams.pipeline.app import Pipeline, free_port
+from streams.pipeline.app import HOST_STATE_PREFIX, Pipeline, free_port
 from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import (
@@ -29,12 +31,19 @@ from streams.pipeline.records import (
     DeadLetter,
     DomainTask,
     HostTask,
+    RetryEvent,
     VerdictRecord,
 )
 from streams.settings import Settings
 from streams.verifier import Verifier
 
-__all__ = ["PipelineRun", "partition_key", "produce_requests", "read_verdicts"]
+__all__ = [
+    "PipelineRun",
+    "partition_key",
+    "produce_requests",
+    "read_host_states",
+    "read_verdicts",
+]
 
 
 def partition_key(email: str, allowed_tlds: Iterable[str] = ()) -> bytes:
@@ -140,7 +149,61 @@ def _dead_request_id(value: bytes) -> str | None:
         return decode(letter.value, DomainTask).request.request_id
     with contextlib.suppress(CodecError):
         return decode(letter.value, HostTask).domain_task.request.request_id
+    with contextlib.suppress(CodecError):
+        return decode(letter.value, RetryEvent).host_task.domain_task.request.request_id
     return None
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether ``consumer`` has yet to read up to ``ends`` on some partition."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+async def read_host_states(bootstrap: str, topic: str) -> dict[str, HostState]:
+    """Every mail host's budget and health, as the ``hosts`` table's changelog ``topic`` has them.
+
+    Reads the changelog from the beginning to its end (the true end, also on
+    Tansu) and keeps the newest value of each ``host:`` key; a tombstone removes it.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    states: dict[str, HostState] = {}
+    prefix = HOST_STATE_PREFIX.encode()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        if not partitions:
+            return states
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await true_end_offsets(consumer, partitions)
+        while await _behind(consumer, ends):
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for messages in batches.values():
+                for message in messages:
+                    key = message.key or b""
+                    if not key.startswith(prefix):
+                        continue
+                    host = key[len(prefix) :].decode("utf-8", "replace")
+                    if message.value is None:
+                        states.pop(host, None)
+                    else:
+                        states[host] = HostState.from_dict(json.loads(message.value))
+    finally:
+        await consumer.stop()
+    return states
 
 
 class PipelineRun:
@@ -206,6 +269,8 @@ class PipelineRun:
         if self.pipeline is not None and self._start_worker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pipeline.app.stop(), _STOP_TIMEOUT)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pipeline.aclose(), _STOP_TIMEOUT)
 
     async def _stop_broker(self) -> None:
         if self.broker is not None:
@@ -218,8 +283,11 @@ class PipelineRun:
         timeout: float | None = None,
         on_verdict: Callable[[VerdictRecord], None] | None = None,
         on_sent: Callable[[AddressRequest], None] | None = None,
+        bulk: bool = False,
     ) -> list[VerdictRecord]:
         """Submit ``requests`` and wait until each has its verdict (in input order).
+
+        ``bulk`` submits them to the bulk topic (served after live requests).
 
         A request whose event went to the dead-letter topic has no verdict: it
         is left out of the result and its id is in :attr:`dead_lettered`.
@@ -256,7 +324,7 @@ class PipelineRun:
         try:
             await produce_requests(
                 self.bootstrap,
-                settings.input_topic,
+                settings.bulk_topic if bulk else settings.input_topic,
                 requests,
                 allowed_tlds=settings.allow_tld,
                 on_sent=on_sent,

@@ -4,10 +4,15 @@ DESIGN "Pipeline"::
 
     addresses, addresses.bulk ─► [intake] ─► <app>.by-domain ─► [resolve]
         ─► <app>.by-host ─► [probe] ─► verdicts          (bad events ─► addresses.dlq)
+    [probe] / [resolve] ─► <app>.retry-N ─► [retry N] ─► back when due
+
+One retry topic per tier (``retry_delays``), numbered, so that changing a
+delay keeps the events already waiting in its topic.
 
 Tables: ``domains`` (ASCII domain → route facts) is read and written only
-by the resolve agent, ``hosts`` (domain → catch-all fact, in the partition of
-its mail host) only by the probe agent; both agents run with concurrency 1.
+by the resolve agent, ``hosts`` (``host:<mail host>`` → its budget and health,
+``catch-all:<domain>`` → the domain's catch-all fact, both in the partition of
+the mail host) only by the probe agent; both agents run with concurrency 1.
 ``sent`` (request_id → the verdict sent, for two minutes) is written by every
 agent in the partition of the event it answers, so that an event processed
 again after a crash gets the very same verdict bytes.
@@ -59,6 +64,7 @@ class Topology:
     domains_changelog: TopicSpec
     hosts_changelog: TopicSpec
     sent_changelog: TopicSpec
+    retry: tuple[TopicSpec, ...] = ()  # one per retry tier, in tier order
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -79,6 +85,7 @@ class Topology:
             domains_changelog=spec(f"{app}-{DOMAIN_TABLE}-changelog", compacted=True),
             hosts_changelog=spec(f"{app}-{HOST_TABLE}-changelog", compacted=True),
             sent_changelog=spec(f"{app}-{SENT_TABLE}-changelog", compacted=True),
+            retry=tuple(spec(f"{app}.retry-{tier}") for tier in range(len(settings.retry_delays))),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -93,4 +100,5 @@ class Topology:
             self.domains_changelog,
             self.hosts_changelog,
             self.sent_changelog,
+            *self.retry,
         )

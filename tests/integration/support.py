@@ -93,6 +93,7 @@ class SandboxThread:
             "MXPROBE_HELO": "probe.mxprobe.test",
             "MXPROBE_MAIL_FROM": "probe@mxprobe.test",
             "MXPROBE_TIMEOUT": "2",
+            **{f"MXPROBE_{key.upper()}": value for key, value in FAST_POLITENESS_ENV.items()},
         }
 
     def settings(self, **overrides: Any) -> Settings:
@@ -105,9 +106,30 @@ class SandboxThread:
             "helo": "probe.mxprobe.test",
             "mail_from": "probe@mxprobe.test",
             "timeout": 2.0,
+            **FAST_POLITENESS,
         }
         values.update(overrides)
         return load_settings(**values)
+
+
+#: Budgets far above what the tests send, and retry tiers of a second or two:
+#: tests of politeness and retries set their own.
+FAST_POLITENESS: dict[str, Any] = {
+    "host_rcpt_per_second": 10_000.0,
+    "host_rcpt_burst": 10_000,
+    "host_connections_per_minute": 60_000.0,
+    "host_max_sessions": 4,
+    "retry_delays": (1.0, 2.0),
+    "retry_attempts": "timeout=1,dns=1,throttled=1,temporary=1",
+}
+FAST_POLITENESS_ENV: dict[str, str] = {
+    "host_rcpt_per_second": "10000",
+    "host_rcpt_burst": "10000",
+    "host_connections_per_minute": "60000",
+    "host_max_sessions": "4",
+    "retry_delays": "1,2",
+    "retry_attempts": "timeout=1,dns=1,throttled=1,temporary=1",
+}
 
 
 async def _call(func: Callable[[], T]) -> T:

@@ -37,7 +37,10 @@ async def verify(sb: SandboxThread, emails: list[str], **overrides: Any) -> list
     verifier = build_verifier(
         sb.settings(**overrides), extra_disposable=sb.sandbox.world.disposable
     )
-    return await verifier.verify_many(emails)
+    try:
+        return await verifier.verify_many(emails)
+    finally:
+        await verifier.aclose()  # QUIT the sessions kept idle for a next batch
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,7 @@ async def test_catch_all_probe_once_per_domain(world_sb: SandboxThread) -> None:
     verifier = build_verifier(world_sb.settings())
     first = await verifier.verify_many(["a@catchall.test", "b@catchall.test"])
     second = await verifier.verify_many(["c@catchall.test"])
+    await verifier.aclose()
     assert {verdict_of(v) for v in first + second} == {"risky/accept_all"}
     assert world_sb.call(lambda: sandbox.stats("mx.catchall.test").rcpts) == 4  # 3 + 1 probe
 
@@ -265,6 +269,7 @@ async def test_greylisting_resolved_by_a_later_retry() -> None:
         assert [verdict_of(v) for v in first] == ["unknown/greylisted"] * 2
         await asyncio.sleep(1.2)
         second = await verifier.verify_many(["alice@grey.test", "nobody@grey.test"])
+        await verifier.aclose()
         assert [verdict_of(v) for v in second] == [
             "deliverable/accepted",
             "undeliverable/mailbox_not_found",
@@ -433,6 +438,7 @@ async def test_reconnects_are_bounded_per_group() -> None:
         )
         emails = [f"u{i}@drop.test" for i in range(6)]
         verdicts = await verifier.verify_many(emails)
+        await verifier.aclose()
         assert [v.status for v in verdicts[:3]] == [Status.UNDELIVERABLE] * 3
         assert {verdict_of(v) for v in verdicts[3:]} == {"unknown/disconnected"}
         assert sb.call(lambda: sb.sandbox.stats("mx.drop.test").sessions) == 3

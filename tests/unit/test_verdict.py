@@ -67,6 +67,7 @@ def rcpt(code: int, message: str = "", catch_all: CatchAll = CatchAll.UNKNOWN) -
         (facts(failure=SessionFailure.CONNECTION_FAILED), Status.UNKNOWN, Reason.CONNECTION_FAILED),
         (facts(failure=SessionFailure.DISCONNECTED), Status.UNKNOWN, Reason.DISCONNECTED),
         (facts(failure=SessionFailure.PROTOCOL_ERROR), Status.UNKNOWN, Reason.PROTOCOL_ERROR),
+        (facts(failure=SessionFailure.DEFERRED), Status.UNKNOWN, Reason.THROTTLED),
         (rcpt(250, "2.1.5 Ok", CatchAll.REJECTS_UNKNOWN), Status.DELIVERABLE, Reason.ACCEPTED),
         (rcpt(250, "2.1.5 Ok", CatchAll.UNKNOWN), Status.DELIVERABLE, Reason.ACCEPTED),
         (rcpt(251, "2.1.5 User not local; will forward"), Status.DELIVERABLE, Reason.ACCEPTED),
