@@ -115,13 +115,21 @@ class Settings(BaseSettings):
 
     # --- politeness (per mail host; DESIGN "Pipeline", issue 4) ---------------
     host_rcpt_per_second: float = Field(
-        default=1.0, gt=0, le=10_000, description="Sustained RCPTs per second to one mail host."
+        allow_inf_nan=False,
+        default=1.0,
+        gt=0,
+        le=10_000,
+        description="Sustained RCPTs per second to one mail host.",
     )
     host_rcpt_burst: int = Field(
         default=20, ge=1, le=100_000, description="RCPTs one mail host may get in a burst."
     )
     host_connections_per_minute: float = Field(
-        default=6.0, gt=0, le=100_000, description="New SMTP connections per minute to one host."
+        allow_inf_nan=False,
+        default=6.0,
+        gt=0,
+        le=100_000,
+        description="New SMTP connections per minute to one host.",
     )
     host_max_sessions: int = Field(
         default=2, ge=1, le=100, description="Concurrent SMTP sessions to one mail host."
@@ -131,6 +139,7 @@ class Settings(BaseSettings):
         description="TOML file of per-provider limits, taking precedence over the packaged ones.",
     )
     session_idle: float = Field(
+        allow_inf_nan=False,
         default=2.0,
         ge=0,
         le=300,
@@ -147,7 +156,10 @@ class Settings(BaseSettings):
         description="Attempt limits per cause over the defaults, e.g. greylisted=5,timeout=1.",
     )
     retry_max_age: float = Field(
-        default=7200.0, gt=0, description="No retry later than this many seconds after intake."
+        allow_inf_nan=False,
+        default=7200.0,
+        gt=0,
+        description="No retry later than this many seconds after intake.",
     )
 
     # --- the streaming pipeline (Kafka) ---------------------------------------
@@ -314,7 +326,11 @@ class Settings(BaseSettings):
                     "give the path of a readable TOML file."
                 ) from None
         try:
-            return Politeness.packaged(self.host_limits(), extra=extra)
+            return Politeness.packaged(
+                self.host_limits(),
+                extra=extra,
+                extra_source=f"the politeness file {self.politeness_file}",
+            )
         except ValueError as exc:
             raise ConfigError(f"Invalid setting {where}: {str(exc).rstrip('.')}.") from None
 

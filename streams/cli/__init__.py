@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("MXPROBE_TRACEBACK"):
             raise
         click.echo(
-            f"Internal error: {type(exc).__name__}: {exc}. This is a bug in mxprobe; please "
-            "report it with the command you ran (MXPROBE_TRACEBACK=1 shows the traceback).",
+            f"Internal error: {type(exc).__name__}: {str(exc).rstrip('.')}. "
+            "This is a bug in mxprobe; please report it with the command you ran "
+            "(MXPROBE_TRACEBACK=1 shows the traceback).",
             err=True,
         )
         sys.exit(1)

@@ -179,12 +179,8 @@ async def read_host_states(bootstrap: str, topic: str) -> dict[str, HostState]:
     prefix = HOST_STATE_PREFIX.encode()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
-        if not partitions:
+        if not partitions:  # no worker of this app has written the table yet
+            await asyncio.sleep(0)  # let the consumer's start finish before its stop
             return states
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

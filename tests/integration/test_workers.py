@@ -71,23 +71,28 @@ def stop(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
     return stderr
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """The group's state (Stable, PreparingRebalance…) and its member count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
-    # DescribeGroups response: groups = [(error, group_id, state, protocol_type,
-    # protocol, members, ...)]
     groups = described[0].groups if described else []
-    return len(groups[0][5]) if groups else 0
+    if not groups:
+        return "", 0
+    state = groups[0][2]
+    return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])
 
 
-async def wait_members(bootstrap: str, group: str, count: int, timeout: float = 60) -> None:
+async def wait_members(
+    bootstrap: str, group: str, count: int, timeout: float = 60, *, stable: bool = False
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await group_members(bootstrap, group) == count:
+        state, members = await group_state(bootstrap, group)
+        if members == count and (not stable or state == "Stable"):
             return
         await asyncio.sleep(0.5)
     raise AssertionError(f"group {group} never had {count} members")
@@ -171,3 +176,80 @@ async def test_a_stopped_worker_loses_no_request(
     assert wanted <= got.keys()
     for records in got.values():
         assert all(record == records[0] for record in records)  # every field, verified_at too
+
+
+def held_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+    """A worker whose greylisted requests wait 20 s in a retry tier (longer than the
+    10 s session timeout): the greylisting (5 s) lets that one retry through."""
+    env = worker_env(sb, broker, app)
+    env.update(MXPROBE_RETRY_DELAYS="20", MXPROBE_RETRY_ATTEMPTS="greylisted=1")
+    return env
+
+
+async def test_a_held_retry_does_not_stall_a_rebalance_and_is_not_lost(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """A second worker joins while the first holds a retry event: the group settles at
+    once (the event is given back to its tier, not waited for) and the retry still runs."""
+    app = f"h{uuid.uuid4().hex[:8]}"
+    env = held_env(world_sb, kafka_broker, app)
+    first = start_worker(env)
+    second: subprocess.Popen[str] | None = None
+    try:
+        await wait_members(kafka_broker.bootstrap, app, 1)
+        [request] = [InputRequest("alice@greylist.test", str(uuid.uuid4()), "test", 0)]
+        await produce_requests(
+            kafka_broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
+        )
+        submitted = time.monotonic()
+        await asyncio.sleep(3)  # probed, greylisted, held in the 20 s tier
+        second = start_worker(env)
+        starting = time.monotonic()
+        await wait_members(kafka_broker.bootstrap, app, 2, stable=True)
+        joined = time.monotonic() - starting
+        got = await collect(
+            kafka_broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
+        )
+        answered = time.monotonic() - submitted
+    finally:
+        errors = [stop(first)] + ([stop(second)] if second is not None else [])
+    # The second worker starts (~5 s) and joins (~5 s on Tansu). Waiting for the held
+    # event would keep the group from settling until it is due, 17 s after the start.
+    assert joined < 16, errors
+    records = got.get(request.request_id, [])
+    assert records, errors
+    assert {f"{r.status.value}/{r.reason}" for r in records} == {"deliverable/accepted"}
+    assert answered >= 20  # not before it was due
+
+
+async def test_a_worker_holding_a_retry_stops_at_once_and_loses_nothing(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """Ctrl-C while a retry event is held: the worker stops in seconds, and the next
+    worker runs the retry when it is due."""
+    app = f"s{uuid.uuid4().hex[:8]}"
+    env = held_env(world_sb, kafka_broker, app)
+    first = start_worker(env)
+    try:
+        await wait_members(kafka_broker.bootstrap, app, 1)
+        request = InputRequest("nobody@greylist.test", str(uuid.uuid4()), "test", 0)
+        await produce_requests(
+            kafka_broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
+        )
+        await asyncio.sleep(3)  # held in the 20 s tier
+        stopping = time.monotonic()
+        errors = stop(first)
+        stopped_in = time.monotonic() - stopping
+        second = start_worker(env)
+        try:
+            got = await collect(
+                kafka_broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
+            )
+        finally:
+            errors += stop(second)
+    finally:
+        stop(first, signal.SIGKILL)
+    assert stopped_in < 10, errors
+    records = got.get(request.request_id, [])
+    assert records, errors
+    assert {f"{r.status.value}/{r.reason}" for r in records} == {"undeliverable/mailbox_not_found"}
