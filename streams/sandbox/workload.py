@@ -31,6 +31,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from streams.sandbox.world import Behaviour, DnsConfig, World
@@ -59,23 +60,26 @@ _ACCEPTED = "deliverable/accepted"
 _NOT_FOUND = "undeliverable/mailbox_not_found"
 
 #: The behaviours a workload's hosts may have, and the verdicts they should
-#: give as (known user, unknown user), "status/reason". Behaviours that make
-#: every probe fail (down, disconnect_after_rcpt) are left out: they measure
-#: the circuit breaker, not throughput.
-BEHAVIOURS: Mapping[Behaviour, tuple[str, str]] = {
-    Behaviour.STRICT: (_ACCEPTED, _NOT_FOUND),
-    Behaviour.CATCH_ALL: ("risky/accept_all", "risky/accept_all"),
-    Behaviour.GREYLIST: ("unknown/greylisted", "unknown/greylisted"),  # then as strict
-    Behaviour.TARPIT: (_ACCEPTED, _NOT_FOUND),
-    Behaviour.RATE_LIMIT: (_ACCEPTED, _NOT_FOUND),  # for a client within the limits
-    Behaviour.MULTILINE: (_ACCEPTED, _NOT_FOUND),
-    Behaviour.HELO_ONLY: (_ACCEPTED, _NOT_FOUND),
-    Behaviour.NULL_SENDER_REFUSED: (_ACCEPTED, _NOT_FOUND),  # the probe has a MAIL FROM
-    Behaviour.CANNOT_VERIFY: ("risky/cannot_verify", "risky/cannot_verify"),
-    Behaviour.POLICY_BLOCK: ("unknown/blocked", "unknown/blocked"),
-}
+#: give as (known user, unknown user), "status/reason". Left out are those that
+#: measure failure handling rather than throughput: down (every connection
+#: refused, so the circuit breaker pauses the host) and disconnect_after_rcpt
+#: (one session per recipient).
+BEHAVIOURS: Mapping[Behaviour, tuple[str, str]] = MappingProxyType(
+    {
+        Behaviour.STRICT: (_ACCEPTED, _NOT_FOUND),
+        Behaviour.CATCH_ALL: ("risky/accept_all", "risky/accept_all"),
+        Behaviour.GREYLIST: ("unknown/greylisted", "unknown/greylisted"),  # then as strict
+        Behaviour.TARPIT: (_ACCEPTED, _NOT_FOUND),
+        Behaviour.RATE_LIMIT: (_ACCEPTED, _NOT_FOUND),  # for a client within the limits
+        Behaviour.MULTILINE: (_ACCEPTED, _NOT_FOUND),
+        Behaviour.HELO_ONLY: (_ACCEPTED, _NOT_FOUND),
+        Behaviour.NULL_SENDER_REFUSED: (_ACCEPTED, _NOT_FOUND),  # the probe has a MAIL FROM
+        Behaviour.CANNOT_VERIFY: ("risky/cannot_verify", "risky/cannot_verify"),
+        Behaviour.POLICY_BLOCK: ("unknown/blocked", "unknown/blocked"),
+    }
+)
 
-_BY_NAME: Mapping[str, Behaviour] = {behaviour.value: behaviour for behaviour in BEHAVIOURS}
+_BY_NAME: Mapping[str, Behaviour] = MappingProxyType({b.value: b for b in BEHAVIOURS})
 _MIX_TOLERANCE = 1e-6
 _LAST_OCTET = 254  # 127.0.53.255 would be the /24's broadcast address
 
@@ -131,32 +135,19 @@ def workload(
     """
     _check_sizes(addresses, domains, hosts, known_share, first_address)
     behaviours = _host_behaviours(hosts, _shares(mix))
-    host_entries = [
-        _host_entry(i, behaviour, first_address, rate_limit)
-        for i, behaviour in enumerate(behaviours)
-    ]
-    known = set(random.Random(seed).sample(range(addresses), round(known_share * addresses)))
-    emails = [f"user{k}@{_domain_name(k % domains)}" for k in range(addresses)]
-    users: list[list[str]] = [[] for _ in range(domains)]
-    for k in sorted(known):
-        users[k % domains].append(f"user{k}")
-    domain_entries = [
-        {
-            "name": _domain_name(j),
-            "mx": [{"preference": 10, "host": host_entries[j % hosts]["name"]}],
-            "users": users[j],
-        }
-        for j in range(domains)
-    ]
-    expectations = [
-        _expectation(email, behaviours[(k % domains) % hosts], known=k in known)
-        for k, email in enumerate(emails)
-    ]
+    known = frozenset(random.Random(seed).sample(range(addresses), round(known_share * addresses)))
+    emails = [f"{_local_part(k)}@{_domain_name(k % domains)}" for k in range(addresses)]
     data = {
         "dns": {"zones": ["test"]},
-        "hosts": host_entries,
-        "domains": domain_entries,
-        "expect": expectations,
+        "hosts": [
+            _host_entry(i, behaviour, first_address, rate_limit)
+            for i, behaviour in enumerate(behaviours)
+        ],
+        "domains": _domain_entries(domains, hosts, known),
+        "expect": [
+            _expectation(email, behaviours[k % domains % hosts], known=k in known)
+            for k, email in enumerate(emails)
+        ],
     }
     source = f"workload({addresses}, {domains}, {hosts}, seed={seed})"
     return World.from_dict(data, source=source), emails
@@ -247,7 +238,7 @@ def _host_entry(
 ) -> dict[str, Any]:
     """The ``[[hosts]]`` table of host ``index``."""
     entry: dict[str, Any] = {
-        "name": f"mx{index}.bench.test",
+        "name": _host_name(index),
         "address": f"127.0.53.{first_address + index}",
         "behaviour": behaviour.value,
     }
@@ -262,8 +253,31 @@ def _host_entry(
     return entry
 
 
+def _host_name(index: int) -> str:
+    return f"mx{index}.bench.test"
+
+
 def _domain_name(index: int) -> str:
     return f"d{index}.bench.test"
+
+
+def _local_part(index: int) -> str:
+    return f"user{index}"
+
+
+def _domain_entries(domains: int, hosts: int, known: frozenset[int]) -> list[dict[str, Any]]:
+    """The ``[[domains]]`` tables: domain ``j`` on host ``j % hosts``, with its known users."""
+    users: list[list[str]] = [[] for _ in range(domains)]
+    for k in sorted(known):
+        users[k % domains].append(_local_part(k))
+    return [
+        {
+            "name": _domain_name(j),
+            "mx": [{"preference": 10, "host": _host_name(j % hosts)}],
+            "users": users[j],
+        }
+        for j in range(domains)
+    ]
 
 
 def _expectation(email: str, behaviour: Behaviour, *, known: bool) -> dict[str, str]:

@@ -11,9 +11,12 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from streams.embedded import EmbeddedBroker
+from streams.pipeline.inputs import InputRequest
 from streams.sandbox import Sandbox, World
 from streams.settings import Settings, load_settings
 
@@ -80,8 +83,8 @@ class SandboxThread:
 
     def call(self, func: Callable[[], T]) -> T:
         """Run ``func`` on the sandbox's loop (for reading or resetting its counters)."""
-        future: asyncio.Future[T] = asyncio.run_coroutine_threadsafe(_call(func), self._loop)  # type: ignore[assignment]
-        return future.result(timeout=10)  # type: ignore[union-attr]
+        future = asyncio.run_coroutine_threadsafe(_call(func), self._loop)
+        return future.result(timeout=10)
 
     def env(self) -> dict[str, str]:
         """MXPROBE_* variables that point mxprobe at this sandbox."""
@@ -95,6 +98,34 @@ class SandboxThread:
             "MXPROBE_TIMEOUT": "2",
             **{f"MXPROBE_{key.upper()}": value for key, value in FAST_POLITENESS_ENV.items()},
         }
+
+    def app_env(self, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+        """:meth:`env` on ``broker``, in the topics of app id ``app`` (no other test's)."""
+        return {
+            **self.env(),
+            "MXPROBE_BROKER": broker.url,
+            "MXPROBE_BROKER_KIND": "tansu",
+            "MXPROBE_APP_ID": app,
+            "MXPROBE_INPUT_TOPIC": f"{app}.addresses",
+            "MXPROBE_BULK_TOPIC": f"{app}.bulk",
+            "MXPROBE_VERDICT_TOPIC": f"{app}.verdicts",
+            "MXPROBE_DLQ_TOPIC": f"{app}.dlq",
+        }
+
+    def pipeline_settings(self, broker: EmbeddedBroker, **extra: Any) -> Settings:
+        """:meth:`settings` for one pipeline test: its own app id and topics on ``broker``."""
+        name = f"t{uuid.uuid4().hex[:10]}"
+        return self.settings(
+            broker=broker.url,
+            broker_kind="tansu",
+            app_id=name,
+            input_topic=f"{name}.addresses",
+            bulk_topic=f"{name}.addresses.bulk",
+            verdict_topic=f"{name}.verdicts",
+            dlq_topic=f"{name}.dlq",
+            partitions=2,
+            **extra,
+        )
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings that reach this sandbox (2 s timeouts), with ``overrides`` on top."""
@@ -130,6 +161,11 @@ FAST_POLITENESS_ENV: dict[str, str] = {
     "retry_delays": "1,2",
     "retry_attempts": "timeout=1,dns=1,throttled=1,temporary=1",
 }
+
+
+def requests_for(emails: list[str], max_age_s: int = 3600) -> list[InputRequest]:
+    """One request per address, each with a fresh request id."""
+    return [InputRequest(email, str(uuid.uuid4()), "test", max_age_s) for email in emails]
 
 
 async def _call(func: Callable[[], T]) -> T:

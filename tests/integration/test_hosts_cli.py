@@ -52,17 +52,7 @@ def world_sb() -> Iterator[SandboxThread]:
 
 def app_env(sb: SandboxThread, broker: EmbeddedBroker) -> dict[str, str]:
     """The sandbox's settings on the test broker, in topics of an app id no other test uses."""
-    app = f"h{uuid.uuid4().hex[:8]}"
-    return {
-        **sb.env(),
-        "MXPROBE_BROKER": broker.url,
-        "MXPROBE_BROKER_KIND": "tansu",
-        "MXPROBE_APP_ID": app,
-        "MXPROBE_INPUT_TOPIC": f"{app}.addresses",
-        "MXPROBE_BULK_TOPIC": f"{app}.bulk",
-        "MXPROBE_VERDICT_TOPIC": f"{app}.verdicts",
-        "MXPROBE_DLQ_TOPIC": f"{app}.dlq",
-    }
+    return sb.app_env(broker, f"h{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from support import SandboxThread
+from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.codecs import decode, encode
-from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
 from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
 from streams.sandbox import load_world
@@ -36,23 +34,7 @@ def world_sb() -> Iterator[SandboxThread]:
 
 
 def pipeline_settings(sb: SandboxThread, broker: EmbeddedBroker, **extra: Any) -> Settings:
-    """Settings for one test: its own app id and topics on the shared broker."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    return sb.settings(
-        broker=broker.url,
-        broker_kind="tansu",
-        app_id=name,
-        input_topic=f"{name}.addresses",
-        bulk_topic=f"{name}.addresses.bulk",
-        verdict_topic=f"{name}.verdicts",
-        dlq_topic=f"{name}.dlq",
-        partitions=2,
-        **extra,
-    )
-
-
-def requests_for(emails: list[str]) -> list[InputRequest]:
-    return [InputRequest(email, str(uuid.uuid4()), "test", 3600) for email in emails]
+    return sb.pipeline_settings(broker, **extra)
 
 
 async def test_every_sandbox_behaviour_end_to_end(

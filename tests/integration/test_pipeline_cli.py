@@ -106,16 +106,7 @@ def test_worker_submit_verdicts(
 ) -> None:
     """A worker, `submit` of a JSON lines file, then `verdicts --from-beginning`."""
     app = f"c{uuid.uuid4().hex[:8]}"
-    env = {
-        **world_sb.env(),
-        "MXPROBE_BROKER": kafka_broker.url,
-        "MXPROBE_BROKER_KIND": "tansu",
-        "MXPROBE_APP_ID": app,
-        "MXPROBE_INPUT_TOPIC": f"{app}.addresses",
-        "MXPROBE_BULK_TOPIC": f"{app}.bulk",
-        "MXPROBE_VERDICT_TOPIC": f"{app}.verdicts",
-        "MXPROBE_DLQ_TOPIC": f"{app}.dlq",
-    }
+    env = world_sb.app_env(kafka_broker, app)
     base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     worker = subprocess.Popen(
         [sys.executable, "-m", "streams", "worker"],

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import SandboxThread
+from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
 from streams.core.throttle import HostState
 from streams.embedded import EmbeddedBroker
-from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import VerdictRecord
 from streams.pipeline.runner import PipelineRun, read_host_states
 from streams.pipeline.topology import Topology
@@ -40,22 +38,7 @@ def sb() -> Iterator[SandboxThread]:
 
 
 def settings_for(sb: SandboxThread, broker: EmbeddedBroker, **extra: Any) -> Settings:
-    name = f"r{uuid.uuid4().hex[:10]}"
-    return sb.settings(
-        broker=broker.url,
-        broker_kind="tansu",
-        app_id=name,
-        input_topic=f"{name}.addresses",
-        bulk_topic=f"{name}.addresses.bulk",
-        verdict_topic=f"{name}.verdicts",
-        dlq_topic=f"{name}.dlq",
-        partitions=2,
-        **extra,
-    )
-
-
-def requests_for(emails: list[str]) -> list[InputRequest]:
-    return [InputRequest(email, str(uuid.uuid4()), "test", 3600) for email in emails]
+    return sb.pipeline_settings(broker, **extra)
 
 
 def outcome(record: VerdictRecord) -> str:

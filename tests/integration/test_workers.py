@@ -35,17 +35,7 @@ def world_sb() -> Iterator[SandboxThread]:
 
 def worker_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
-    env.update(sb.env())
-    env.update(
-        MXPROBE_BROKER=broker.url,
-        MXPROBE_BROKER_KIND="tansu",
-        MXPROBE_APP_ID=app,
-        MXPROBE_INPUT_TOPIC=f"{app}.addresses",
-        MXPROBE_BULK_TOPIC=f"{app}.bulk",
-        MXPROBE_VERDICT_TOPIC=f"{app}.verdicts",
-        MXPROBE_DLQ_TOPIC=f"{app}.dlq",
-        MXPROBE_PARTITIONS="4",
-    )
+    env.update(sb.app_env(broker, app), MXPROBE_PARTITIONS="4")
     return env
 
 
