@@ -150,6 +150,8 @@ class Verifier:
             weakref.WeakValueDictionary()
         )
         self._sessions = asyncio.Semaphore(config.concurrency)
+        # Due times of the addresses held back per (host, bulk), still to come back.
+        self._booked: dict[tuple[str, bool], list[float]] = {}
         self._dns = asyncio.Semaphore(config.dns_concurrency)
         self.sessions_opened = 0  # SMTP sessions with a successful EHLO, for reports
         self.connections_opened = 0  # TCP connections attempted, for reports
@@ -326,132 +328,167 @@ class Verifier:
     ) -> None:
         """Ask one route's mail host about ``addresses`` (as given, parsed), within its budget.
 
-        The host's limits (:class:`~streams.core.throttle.HostLimits`, by
-        provider) grant recipients from its token buckets; sessions carry at
-        most its ``rcpt_per_session`` recipients; one random recipient per
-        domain whose catch-all state is not fresh is added. ``emit`` gets one
-        verdict per distinct address probed; the addresses the budget holds
-        back go to ``defer`` with the seconds until they may be probed (without
-        ``defer`` they get an unknown/throttled verdict). ``bulk`` requests
-        leave the last ``bulk_reserve`` of the bucket to live ones.
-        ``max_age`` (seconds) lowers the catch-all freshness window for this
-        call (0 = probe anew).
+        Session by session, holding one of the host's session slots: the
+        host's limits (:class:`~streams.core.throttle.HostLimits`, by provider)
+        grant the next session's recipients from its token buckets right
+        before it starts, so the host never sees more than its budget (tokens
+        granted long before their RCPTs are sent would bunch up); a session
+        carries at most its ``rcpt_per_session`` recipients; one random
+        recipient per domain whose catch-all state is not fresh is added.
+        ``emit`` gets one verdict per distinct address probed; the addresses
+        the budget holds back go to ``defer`` with the seconds until they may
+        be probed (without ``defer`` they get an unknown/throttled verdict).
+        ``bulk`` requests leave the last ``bulk_reserve`` of the bucket to
+        live ones. ``max_age`` (seconds) lowers the catch-all freshness window
+        for this call (0 = probe anew).
         """
         host = targets[0].host
         limits = self._config.politeness.limits_for(host)
-        now = self._clock()
         if max_age is None or max_age > self._config.catch_all_max_age:
             max_age = self._config.catch_all_max_age
-        # The cost of each address: its RCPT, plus the catch-all probe of its
-        # domain when that domain is not known yet (asked with the first).
-        stale: dict[str, str] = {}
-        costs: list[int] = []
-        for _, address in addresses:
-            domain = address.ascii_domain
-            fresh = self._catch_all.get(domain, CatchAllFact()).is_fresh(now, max_age)
-            if not fresh and domain not in stale:
-                stale[domain] = f"{random_local_part(self._rng)}@{domain}"
-                costs.append(2)
-            else:
-                costs.append(1)
         reserve = self._config.bulk_reserve if bulk else 0.0
-        state = self._hosts.get(host, HostState())
-        granted, state = take(state, limits, now, sum(costs), reserve=reserve)
+        pending = list(addresses)
+        sessions_left = self._config.max_sessions_per_group
+        slots = self._host_slots.get(host)
+        if slots is None:
+            slots = self._host_slots[host] = asyncio.Semaphore(limits.max_sessions)
+        async with slots:  # at most max_sessions at once to this host
+            while pending:
+                async with self._sessions:  # at most `concurrency` in all
+                    # Granted once the session can start, so that RCPTs are sent
+                    # when their tokens are taken.
+                    granted_at = self._clock()
+                    chunk, probes = self._next_session(host, limits, pending, max_age, reserve)
+                    if not chunk:
+                        break
+                    pending = pending[len(chunk) :]
+                    recipients = list(dict.fromkeys(smtp_recipient(a) for _, a in chunk))
+                    recipients += probes.values()
+                    smtputf8 = any(address.smtputf8 for _, address in chunk)
+                    outcome: ProbeOutcome = await self._prober.probe(
+                        targets,
+                        recipients,
+                        smtputf8=smtputf8,
+                        max_sessions=max(sessions_left, 1),
+                        rcpt_per_session=limits.rcpt_per_session,
+                    )
+                sessions_left -= outcome.sessions
+                self.sessions_opened += outcome.sessions
+                self.connections_opened += outcome.connections
+                results = outcome.results
+                outcomes = [results[r] for r in recipients]
+                self._settle(host, limits, outcomes, outcome.connections, granted_at)
+                self._learn_catch_all(probes, results, max_age)
+                for email, address in chunk:
+                    emit(self._probed_verdict(email, address, results[smtp_recipient(address)]))
+        if pending:
+            self._hold_back(host, limits, pending, emit, defer, reserve=reserve, bulk=bulk)
+
+    def _next_session(
+        self,
+        host: str,
+        limits: HostLimits,
+        pending: Sequence[tuple[str, Address]],
+        max_age: float,
+        reserve: float,
+    ) -> tuple[list[tuple[str, Address]], dict[str, str]]:
+        """The addresses of the next session that the host's budget grants now, and
+        the catch-all probe to add for each of their domains that is not known yet."""
+        now = self._clock()
+        probes: dict[str, str] = {}
+        costs: list[int] = []
+        total = 0
+        for _, address in pending:
+            domain = address.ascii_domain
+            stale = domain not in probes and not self._catch_all.get(
+                domain, CatchAllFact()
+            ).is_fresh(now, max_age)
+            cost = 2 if stale else 1  # its RCPT, and its domain's catch-all probe
+            if costs and total + cost > limits.rcpt_per_session:
+                break
+            if stale:
+                probes[domain] = f"{random_local_part(self._rng)}@{domain}"
+            costs.append(cost)
+            total += cost
+        granted, state = take(
+            self._hosts.get(host, HostState()), limits, now, total, reserve=reserve
+        )
         self._hosts[host] = state
-        chosen = 0
-        spent = 0
-        while chosen < len(addresses) and spent + costs[chosen] <= granted:
+        chosen, spent = 0, 0
+        while chosen < len(costs) and spent + costs[chosen] <= granted:
             spent += costs[chosen]
             chosen += 1
-        held = addresses[chosen:]
-        for position, (email, address) in enumerate(held, start=1):
-            wait = wait_for(state, limits, now, position, reserve=reserve)
-            if defer is not None:
-                defer(email, wait)
-            else:
-                emit(self.held_verdict(email, address, host))
-        addresses = addresses[:chosen]
-        if not addresses:
-            return
-        catch_all_probes = {
-            domain: probe
-            for domain, probe in stale.items()
-            if any(a.ascii_domain == domain for _, a in addresses)
-        }
-        recipients = list(dict.fromkeys(smtp_recipient(address) for _, address in addresses))
-        recipients += catch_all_probes.values()
-        results, connections = await self._ask(
-            targets, recipients, addresses, limits.max_sessions, limits.rcpt_per_session
-        )
-        self._settle(host, limits, [results[r] for r in recipients], connections)
+        chunk = list(pending[:chosen])
+        domains = {address.ascii_domain for _, address in chunk}
+        return chunk, {domain: probe for domain, probe in probes.items() if domain in domains}
+
+    def _hold_back(
+        self,
+        host: str,
+        limits: HostLimits,
+        held: Sequence[tuple[str, Address]],
+        emit: Callable[[Verdict], None],
+        defer: Defer | None,
+        *,
+        reserve: float,
+        bulk: bool,
+    ) -> None:
+        """Give each address the budget holds back its wait (or, without ``defer``, its
+        verdict). Waits count after the addresses already held back for this host, so
+        that they come back at the host's pace instead of all at once."""
         now = self._clock()
-        if len(self._catch_all) >= _CACHE_LIMIT:
+        state = self._hosts.get(host, HostState())
+        booked = [due for due in self._booked.get((host, bulk), ()) if due > now]
+        for position, (email, address) in enumerate(held, start=len(booked) + 1):
+            if defer is None:
+                emit(self.held_verdict(email, address, host))
+                continue
+            wait = wait_for(state, limits, now, position, reserve=reserve)
+            defer(email, wait)
+            booked.append(now + wait)
+        if booked:
+            self._booked[(host, bulk)] = booked
+        else:
+            self._booked.pop((host, bulk), None)
+
+    def _learn_catch_all(
+        self, probes: dict[str, str], results: dict[str, RcptOutcome], max_age: float
+    ) -> None:
+        """Keep what each domain's random-recipient probe said about its catch-all state."""
+        now = self._clock()
+        if probes and len(self._catch_all) >= _CACHE_LIMIT:
             _prune(self._catch_all, lambda f: not f.is_fresh(now, max_age))
-        for domain, probe in catch_all_probes.items():
+        for domain, probe in probes.items():
             rcpt = results[probe]
             reply_class = classify(rcpt.reply, Phase.RCPT) if rcpt.reply is not None else None
             if rcpt.phase is not Phase.RCPT:
                 reply_class = None
             previous = self._catch_all.get(domain, CatchAllFact())
             self._catch_all[domain] = observe(previous, reply_class, now)
-        for email, address in addresses:
-            rcpt = results[smtp_recipient(address)]
-            fact = self._catch_all.get(address.ascii_domain, CatchAllFact())
-            target = rcpt.target
-            facts = Facts(
-                email=email,
-                reply=rcpt.reply,
-                phase=rcpt.phase if rcpt.reply is not None else None,
-                failure=rcpt.failure,
-                mail_host=target.host if target else None,
-                mail_host_address=target.address if target else None,
-                catch_all=fact.state if rcpt.reply is not None else CatchAll.UNKNOWN,
-                attempts=rcpt.connections,
-                detail=rcpt.detail,
-            )
-            emit(self._decide(address, facts))
 
-    async def _ask(
-        self,
-        targets: Sequence[Target],
-        recipients: list[str],
-        addresses: Sequence[tuple[str, Address]],
-        host_sessions: int,
-        size: int,
-    ) -> tuple[dict[str, RcptOutcome], int]:
-        """SMTP sessions for ``recipients``: at most ``host_sessions`` at once to this
-        host, ``concurrency`` in all, ``size`` recipients per session.
-
-        Returns:
-            The outcome of each recipient, and the TCP connections opened.
-        """
-        host = targets[0].host
-        smtputf8 = any(address.smtputf8 for _, address in addresses)
-        results: dict[str, RcptOutcome] = {}
-        connections = 0
-        budget = self._config.max_sessions_per_group
-        slots = self._host_slots.get(host)
-        if slots is None:
-            slots = self._host_slots[host] = asyncio.Semaphore(host_sessions)
-        async with slots:
-            for start in range(0, len(recipients), size):
-                async with self._sessions:
-                    outcome: ProbeOutcome = await self._prober.probe(
-                        targets,
-                        recipients[start : start + size],
-                        smtputf8=smtputf8,
-                        max_sessions=max(budget, 1),
-                        rcpt_per_session=size,
-                    )
-                results.update(outcome.results)
-                budget -= outcome.sessions
-                self.sessions_opened += outcome.sessions
-                connections += outcome.connections
-                self.connections_opened += outcome.connections
-        return results, connections
+    def _probed_verdict(self, email: str, address: Address, rcpt: RcptOutcome) -> Verdict:
+        fact = self._catch_all.get(address.ascii_domain, CatchAllFact())
+        target = rcpt.target
+        facts = Facts(
+            email=email,
+            reply=rcpt.reply,
+            phase=rcpt.phase if rcpt.reply is not None else None,
+            failure=rcpt.failure,
+            mail_host=target.host if target else None,
+            mail_host_address=target.address if target else None,
+            catch_all=fact.state if rcpt.reply is not None else CatchAll.UNKNOWN,
+            attempts=rcpt.connections,
+            detail=rcpt.detail,
+        )
+        return self._decide(address, facts)
 
     def _settle(
-        self, host: str, limits: HostLimits, outcomes: Sequence[RcptOutcome], connections: int
+        self,
+        host: str,
+        limits: HostLimits,
+        outcomes: Sequence[RcptOutcome],
+        connections: int,
+        granted_at: float,
     ) -> None:
         """Charge the connections a probe opened and adapt the host's budget (AIMD)."""
         answers: list[tuple[ReplyClass | None, SessionFailure | None]] = []
@@ -467,6 +504,7 @@ class Verifier:
             connections=connections,
             signal=signal_of(answers),
             host=host,
+            sent_since=granted_at,
         )
         self._hosts[host] = state
         if change is not None:

@@ -449,8 +449,16 @@ def settle(
     connections: int,
     signal: Signal,
     host: str = "mail host",
+    sent_since: float | None = None,
 ) -> tuple[HostState, Change | None]:
     """Charge the connections a probe opened and adapt the budget to its signal.
+
+    ``sent_since`` (the time the probe's RCPTs were granted): the RCPT tokens
+    that would have refilled while the probe was sending are not credited.
+    A grant is sent over the whole session, not at once, so crediting them
+    would let the next grant's RCPTs land in the same second as the last of
+    this one's; forfeiting them makes the host see, at the send times, no
+    more than the bucket allows (exactly so for one session at a time).
 
     The connection bucket may go negative: a debt that delays the next grant.
     THROTTLED and REFUSED cut the factor (``factor × decrease``, not below
@@ -473,6 +481,7 @@ def settle(
         connections: New TCP connections the probe opened (0 or more).
         signal: What the probe's answers say (:func:`signal_of`).
         host: The host's name, for the change's message.
+        sent_since: When the probe's RCPTs were granted (seconds since the epoch).
 
     Returns:
         The new state, and the change to log when the factor or the pause changed.
@@ -483,10 +492,14 @@ def settle(
     if connections < 0:
         raise ValueError(f"connections counts connections opened, 0 or more, not {connections}.")
     before, _ = _refill(state, limits, now)
-    assert before.connection_tokens is not None
+    connection_tokens = before.connection_tokens
+    assert connection_tokens is not None
+    if sent_since is not None and sent_since < now:
+        granted, _ = _refill(state, limits, sent_since)
+        before = dataclasses.replace(before, rcpt_tokens=granted.rcpt_tokens)
     charged = dataclasses.replace(
         before,
-        connection_tokens=before.connection_tokens - connections,
+        connection_tokens=connection_tokens - connections,
         connections=before.connections + connections,
     )
     after = _adapt(charged, limits, now, signal)

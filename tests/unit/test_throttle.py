@@ -263,6 +263,29 @@ def test_settle_charges_connections_as_a_debt() -> None:
     assert take(after, LIMITS, NOW + 40.0, 1)[0] == 1
 
 
+@pytest.mark.parametrize(
+    ("sent_since", "tokens"),
+    [
+        (None, 10.0),  # 10 s at 1 RCPT/s credited: the grant counted at its start
+        (NOW, 0.0),  # sent over the 10 s session: nothing refills meanwhile
+        (NOW + 4.0, 4.0),  # granted 4 s later: only those 4 s refill
+        (NOW + 10.0, 10.0),  # granted at the end: everything before counts
+    ],
+)
+def test_settle_forfeits_the_refill_while_a_session_sends(
+    sent_since: float | None, tokens: float
+) -> None:
+    """RCPT tokens do not refill between a grant and the end of its session."""
+    limits = HostLimits(rcpt_per_second=1.0, rcpt_burst=20)
+    granted, state = take(HostState(), limits, NOW, 20)
+    assert granted == 20 and state.rcpt_tokens == pytest.approx(0.0)
+    after, _ = settle(
+        state, limits, NOW + 10.0, connections=1, signal=Signal.NONE, sent_since=sent_since
+    )
+    assert after.rcpt_tokens == pytest.approx(tokens)
+    assert after.updated_at == NOW + 10.0
+
+
 def test_settle_refuses_negative_connections() -> None:
     """A probe cannot open fewer than no connections."""
     with pytest.raises(ValueError, match="connections counts connections opened"):
