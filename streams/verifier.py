@@ -35,11 +35,11 @@ from streams.core.address import Address, SyntaxProblem, parse_address
 from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
 from streams.core.lists import Signals, StaticLists
 from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_addresses
+from streams.core.politeness import Politeness
 from streams.core.replies import Phase, ReplyClass, classify
 from streams.core.throttle import (
     HostLimits,
     HostState,
-    Politeness,
     settle,
     signal_of,
     take,

@@ -13,7 +13,8 @@ from rich.text import Text
 
 from streams.cli.options import settings_from
 from streams.cli.pipeline import broker_option
-from streams.core.throttle import HostState, Politeness
+from streams.core.politeness import Politeness
+from streams.core.throttle import HostState
 from streams.errors import ConfigError
 from streams.pipeline.runner import read_host_states
 from streams.pipeline.topology import Topology

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core.politeness import Politeness
 from streams.core.replies import ReplyClass
 from streams.core.throttle import (
     DEFAULT_LIMITS,
     HostLimits,
     HostState,
-    Politeness,
     Signal,
     settle,
     signal_of,
