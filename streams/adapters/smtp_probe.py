@@ -26,14 +26,13 @@ session nobody takes is QUIT when its idle time is up, and
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from streams.adapters.session_pool import IDLE_PER_TARGET, IdleSessions, Session, quit_politely
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
 from streams.core.verdict import SessionFailure
 
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Idle sessions kept per target; a session parked beyond these is QUIT instead.
-IDLE_PER_TARGET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +108,6 @@ class ProbeOutcome:
         return self.connections + self.reused
 
 
-@dataclass(eq=False, slots=True)
-class _Session:
-    """An open SMTP session: its client, the target it talks to, the RCPTs it sent."""
-
-    smtp: aiosmtplib.SMTP
-    target: Target
-    rcpts: int = 0
-
-
 class _SessionEnded(Exception):
     """A session cannot go on; ``outcome`` is what every unanswered recipient gets.
 
@@ -139,88 +126,12 @@ class _SessionEnded(Exception):
         self.failover = failover
 
 
-class _IdleSessions:
-    """Sessions parked between batches, by target; each is QUIT when its idle time is up.
-
-    Every parked session has a task that sleeps ``idle_timeout`` seconds and
-    then QUITs it; taking the session cancels the task. A task cancelled while
-    its session is still parked means the event loop is shutting down
-    (``asyncio.run`` cancels leftover tasks): it closes the connection at once,
-    so no socket outlives the loop.
-    """
-
-    def __init__(self, idle_timeout: float, *, quit_timeout: float) -> None:
-        self._idle_timeout = idle_timeout
-        self._quit_timeout = quit_timeout
-        self._parked: dict[Target, list[tuple[_Session, asyncio.Task[None]]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
-        self._closed = False
-
-    def park(self, session: _Session) -> bool:
-        """Keep ``session`` for a later batch; False when it must be QUIT instead."""
-        parked = self._parked.get(session.target, [])
-        if self._closed or self._idle_timeout <= 0 or len(parked) >= IDLE_PER_TARGET:
-            return False
-        task = asyncio.get_running_loop().create_task(
-            self._expire(session), name=f"idle SMTP session to {session.target.host}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        self._parked[session.target] = [*parked, (session, task)]
-        return True
-
-    def take(self, targets: Sequence[Target]) -> _Session | None:
-        """The newest parked session to the first of ``targets`` that has one, if any."""
-        for target in targets:
-            parked = self._parked.get(target)
-            if parked:
-                session, task = parked[-1]
-                self._unpark(session)
-                task.cancel()
-                return session
-        return None
-
-    async def aclose(self) -> None:
-        """QUIT every parked session and park none from now on."""
-        self._closed = True
-        parked = [entry for entries in self._parked.values() for entry in entries]
-        self._parked.clear()
-        for session, task in parked:
-            task.cancel()
-            _log_idle_closed(session)
-        quits = (_close(session.smtp, self._quit_timeout) for session, _ in parked)
-        await asyncio.gather(*quits, *self._tasks, return_exceptions=True)
-
-    def _unpark(self, session: _Session) -> bool:
-        """Remove ``session`` from the parked ones; False when it was not parked."""
-        parked = self._parked.get(session.target, [])
-        remaining = [entry for entry in parked if entry[0] is not session]
-        if len(remaining) == len(parked):
-            return False
-        if remaining:
-            self._parked[session.target] = remaining
-        else:
-            del self._parked[session.target]
-        return True
-
-    async def _expire(self, session: _Session) -> None:
-        try:
-            await asyncio.sleep(self._idle_timeout)
-        except asyncio.CancelledError:
-            if self._unpark(session):  # not taken: the loop is shutting down
-                session.smtp.close()
-            raise
-        self._unpark(session)
-        _log_idle_closed(session)
-        await _close(session.smtp, self._quit_timeout)
-
-
 class SmtpProber:
     """Runs probe sessions against a mail host's addresses, reusing idle sessions."""
 
     def __init__(self, config: ProbeConfig) -> None:
         self._config = config
-        self._idle = _IdleSessions(config.idle_timeout, quit_timeout=config.timeout)
+        self._idle = IdleSessions(config.idle_timeout, quit_timeout=config.timeout)
 
     async def aclose(self) -> None:
         """QUIT every idle session; later batches still probe, but park no session."""
@@ -306,7 +217,7 @@ class SmtpProber:
                 break
         return outcome
 
-    async def _reuse(self, targets: Sequence[Target], outcome: ProbeOutcome) -> _Session | None:
+    async def _reuse(self, targets: Sequence[Target], outcome: ProbeOutcome) -> Session | None:
         """An idle session to one of ``targets`` that the host kept open, if any."""
         while (session := self._idle.take(targets)) is not None:
             if await self._still_open(session):
@@ -322,7 +233,7 @@ class SmtpProber:
                 return session
         return None
 
-    async def _still_open(self, session: _Session) -> bool:
+    async def _still_open(self, session: Session) -> bool:
         """RSET an idle session: it checks the host kept it open and ends the old transaction.
 
         Hosts close idle sessions on their own timeout (RFC 5321 §4.5.3.2.7
@@ -338,12 +249,12 @@ class SmtpProber:
             log.debug("smtp.session_stale", extra=extra)
         finally:
             if not alive:
-                await _close(session.smtp, self._config.timeout)
+                await quit_politely(session.smtp, self._config.timeout)
         return alive
 
     async def _carry(
         self,
-        session: _Session,
+        session: Session,
         pending: list[str],
         outcome: ProbeOutcome,
         *,
@@ -362,12 +273,12 @@ class SmtpProber:
             ended = exc
         finally:
             if not parked:
-                await _close(session.smtp, self._config.timeout)
+                await quit_politely(session.smtp, self._config.timeout)
         return ended
 
     async def _connect(
         self, targets: Sequence[Target], start: int, outcome: ProbeOutcome
-    ) -> _Session | RcptOutcome:
+    ) -> Session | RcptOutcome:
         """Connect and say EHLO (HELO as fallback), failing over across targets."""
         last = RcptOutcome("", failure=SessionFailure.CONNECTION_FAILED, detail="No targets.")
         for index in range(start, len(targets)):
@@ -376,7 +287,7 @@ class SmtpProber:
             result = await self._open(target)
             if isinstance(result, aiosmtplib.SMTP):
                 outcome.sessions += 1
-                return _Session(result, target)
+                return Session(result, target)
             last = result
             log.debug("smtp.failover", extra={"host": target.host, "address": target.address})
         return last
@@ -407,7 +318,7 @@ class SmtpProber:
                 target=target,
             )
         except aiosmtplib.SMTPHeloError as exc:
-            await _close(smtp, config.timeout)
+            await quit_politely(smtp, config.timeout)
             return RcptOutcome(
                 "",
                 reply=SmtpReply.from_message(exc.code, exc.message),
@@ -436,7 +347,7 @@ class SmtpProber:
 
     async def _session(
         self,
-        session: _Session,
+        session: Session,
         pending: list[str],
         outcome: ProbeOutcome,
         *,
@@ -521,7 +432,7 @@ class SmtpProber:
                 break
         raise _refused(reply, Phase.MAIL, target)
 
-    async def _rcpt(self, session: _Session, recipient: str, *, utf8: bool) -> SmtpReply:
+    async def _rcpt(self, session: Session, recipient: str, *, utf8: bool) -> SmtpReply:
         session.rcpts += 1
         try:
             response = await session.smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
@@ -586,16 +497,6 @@ async def _greet(smtp: aiosmtplib.SMTP, helo: str) -> None:
         await smtp.helo(hostname=helo)
 
 
-async def _close(smtp: aiosmtplib.SMTP, timeout: float) -> None:
-    """QUIT politely; close whatever happens (cancellation included)."""
-    try:
-        if smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await smtp.quit(timeout=min(timeout, 5.0))
-    finally:
-        smtp.close()
-
-
 def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcome) -> None:
     """Give every recipient still without an outcome a copy of ``template``."""
     for recipient in recipients:
@@ -621,11 +522,6 @@ def _refuse_without_smtputf8(queue: list[str], target: Target, outcome: ProbeOut
             detail="The host does not support SMTPUTF8 (RFC 6531), which this address needs.",
         )
         queue.remove(recipient)
-
-
-def _log_idle_closed(session: _Session) -> None:
-    extra = {"host": session.target.host, "address": session.target.address}
-    log.debug("smtp.session_idle_closed", extra=extra)
 
 
 def _describe(exc: BaseException) -> str:
