@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import idna
@@ -59,6 +59,12 @@ class StaticLists:
     role: frozenset[str]
     common: tuple[str, ...] = ()  # big providers, the targets of did_you_mean
     misspelled: frozenset[str] = frozenset()  # listed upstream, yet typos of ``common``
+    # What each domain looked up so far is (disposable, free, suggested domain):
+    # the typo search is the costly part of a lookup, and a stream sees the
+    # same domains again and again. A memo of a pure function, bounded.
+    _domains: dict[str, tuple[bool, bool, str | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def packaged(
@@ -118,17 +124,31 @@ class StaticLists:
         Returns:
             The signals; never raises.
         """
-        ascii_domain, unicode_domain = _domain_forms(domain)
-        disposable = _listed(ascii_domain, self.disposable)
-        free = _listed(ascii_domain, self.free)
-        known = (disposable or free) and ascii_domain not in self.misspelled
-        suggestion = None if known else nearest_domain(unicode_domain, self.common)
+        facts = self._domains.get(domain)
+        if facts is None:
+            facts = self._domain_facts(domain)
+            if len(self._domains) >= _DOMAIN_MEMO:
+                self._domains.clear()
+            self._domains[domain] = facts
+        disposable, free, suggestion = facts
         return Signals(
             disposable=disposable,
             role=role_key(local_part) in self.role,
             free_provider=free,
             did_you_mean=None if suggestion is None else f"{local_part}@{suggestion}",
         )
+
+    def _domain_facts(self, domain: str) -> tuple[bool, bool, str | None]:
+        ascii_domain, unicode_domain = _domain_forms(domain)
+        disposable = _listed(ascii_domain, self.disposable)
+        free = _listed(ascii_domain, self.free)
+        known = (disposable or free) and ascii_domain not in self.misspelled
+        suggestion = None if known else nearest_domain(unicode_domain, self.common)
+        return disposable, free, suggestion
+
+
+#: Domains whose lookups StaticLists remembers (then it starts afresh).
+_DOMAIN_MEMO = 100_000
 
 
 def role_key(local_part: str) -> str:
