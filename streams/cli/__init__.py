@@ -12,6 +12,7 @@ import sys
 import click
 
 from streams import __version__
+from streams.cli.bench import bench
 from streams.cli.check import check
 from streams.cli.hosts import hosts
 from streams.cli.pipeline import demo, run, submit, verdicts, worker
@@ -27,7 +28,7 @@ def cli() -> None:
     """mxprobe: verify email addresses with DNS and SMTP probes (never sends mail)."""
 
 
-for command in (check, run, demo, worker, submit, verdicts, hosts, sandbox):
+for command in (check, run, demo, worker, submit, verdicts, hosts, bench, sandbox):
     cli.add_command(command)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -46,14 +47,25 @@ __all__ = [
 ]
 
 
+#: A plain ASCII host name (LDH labels, RFC 1123 §2.1): its key needs no IDNA.
+_ASCII_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}"
+)
+
+
 def partition_key(email: str, allowed_tlds: Iterable[str] = ()) -> bytes:
     """The input key of an address: its ASCII domain (so intake keeps domains together).
 
     Unparsable addresses are keyed by whatever follows the last ``@``.
     """
+    domain = email.rpartition("@")[2]
+    if domain.isascii() and _ASCII_DOMAIN.fullmatch(domain):
+        # What parsing would give (its ASCII domain, lower case), at a
+        # fraction of the cost: the submitting side of a large run pays it.
+        return domain.lower().encode()
     parsed = parse_address(email, allowed_tlds=allowed_tlds)
     if isinstance(parsed, SyntaxProblem):
-        return email.rpartition("@")[2].strip().lower().encode("utf-8", "surrogateescape")
+        return domain.strip().lower().encode("utf-8", "surrogateescape")
     return parsed.ascii_domain.encode()
 
 
