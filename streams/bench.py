@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import resource
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from streams.assembly import build_verifier, verifier_factory
@@ -59,6 +64,7 @@ class BenchPlan:
     known_share: float = 0.1
     seed: int = 0
     core_only: bool = False
+    workers: int = 1  # worker processes in the group (this one and workers - 1 more)
     warm: bool = True  # warm the domain tables before the measured pass
     timeout: float = 600.0  # seconds for every verdict of the measured pass
 
@@ -85,6 +91,7 @@ class BenchReport:
     sandbox_cpu_seconds: float
     verdicts: dict[str, int] = field(default_factory=dict)
     start_seconds: float = 0.0  # broker and worker start (pipeline mode)
+    workers: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -193,19 +200,24 @@ async def _pipeline(
 
     begun = time.monotonic()
     async with PipelineRun(settings, verifier_factory(settings)) as running:
-        start = time.monotonic() - begun
-        if warm:
-            await running.verify(_requests(warm, "warm"), timeout=plan.timeout)
-        sandbox.reset()
-        cpu = _cpu()
-        started = time.monotonic()
-        records = await running.verify(
-            _requests(emails, "bench"),
-            timeout=plan.timeout,
-            on_verdict=(lambda _: on_verdict()) if on_verdict is not None else None,
-        )
-        wall = time.monotonic() - started
-        cpu = _cpu() - cpu
+        workers = _Workers(settings, running, plan.workers - 1)
+        try:
+            await workers.start()
+            start = time.monotonic() - begun
+            if warm:
+                await running.verify(_requests(warm, "warm"), timeout=plan.timeout)
+            sandbox.reset()
+            cpu = _cpu() + workers.cpu()
+            started = time.monotonic()
+            records = await running.verify(
+                _requests(emails, "bench"),
+                timeout=plan.timeout,
+                on_verdict=(lambda _: on_verdict()) if on_verdict is not None else None,
+            )
+            wall = time.monotonic() - started
+            cpu = _cpu() + workers.cpu() - cpu
+        finally:
+            workers.stop()
     counts = Counter(f"{r.status.value}/{r.reason}" for r in records)
     if len(records) < len(emails):
         counts["dead-lettered"] = len(emails) - len(records)
@@ -251,6 +263,7 @@ def _report(plan: BenchPlan, measured: _Measured, served: Mapping[str, Any]) -> 
         sandbox_cpu_seconds=round(float(served["cpu"]), 3),
         verdicts=dict(measured.verdicts.most_common()),
         start_seconds=round(measured.start, 2),
+        workers=1 if plan.core_only else plan.workers,
     )
 
 
@@ -260,6 +273,69 @@ def _percentile(ordered: list[float], pct: int) -> float:
     if len(ordered) == 1:
         return round(ordered[0], 1)
     return round(statistics.quantiles(ordered, n=100, method="inclusive")[pct - 1], 1)
+
+
+class _Workers:
+    """``mxprobe worker`` processes beside this process's own worker, in its group."""
+
+    def __init__(self, settings: Settings, running: Any, count: int) -> None:
+        self._count = count
+        self._running = running
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
+        env.update(settings.to_env())
+        env.update(MXPROBE_BROKER=f"kafka://{running.bootstrap}", MXPROBE_BROKER_KIND="tansu")
+        if settings.broker is not None:
+            env["MXPROBE_BROKER_KIND"] = settings.broker_kind
+        self._env = env
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    async def start(self) -> None:
+        """Start the workers and wait until the group has them all, and is stable."""
+        if self._count <= 0:
+            return
+        for _ in range(self._count):
+            self._processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "streams", "worker"],
+                    env=self._env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        app = self._running.pipeline.app
+        deadline = time.monotonic() + 120
+        wanted = self._running.settings.partitions
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            if any(p.poll() is not None for p in self._processes):
+                raise MxprobeError("A benchmark worker exited at start; run `mxprobe worker`.")
+            mine = len([tp for tp in app.consumer.assignment() if tp.topic.endswith(".by-host")])
+            if not app.rebalancing and 0 < mine < wanted:
+                await asyncio.sleep(2.0)  # the others finish their own assignment
+                return
+        raise MxprobeError("The benchmark workers did not join the group within 120 s.")
+
+    def cpu(self) -> float:
+        """CPU seconds the workers used so far (Linux /proc; 0 elsewhere)."""
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for process in self._processes:
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
+
+    def stop(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self._processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 class _SandboxProcess:

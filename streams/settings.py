@@ -291,6 +291,21 @@ class Settings(BaseSettings):
             raise ValueError("mx_ttl_floor: must not be above mx_ttl_ceiling")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``MXPROBE_*`` environment variables (for a child worker)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "1" if value else "0"
+            elif isinstance(value, tuple | list):
+                text = ",".join(str(item) for item in value)
+            else:
+                text = str(value)
+            env[f"MXPROBE_{name.upper()}"] = text
+        return env
+
     def retry_policy(self) -> RetryPolicy:
         """The retry tiers, attempt limits and maximum age."""
         return RetryPolicy(

@@ -53,6 +53,13 @@ def _mix(_: click.Context, __: click.Parameter, value: str | None) -> dict[str, 
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--core-only", is_flag=True, help="Verify through the Verifier alone, without Kafka.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes in the group (this one, and `mxprobe worker` processes).",
+)
 @click.option("--no-warm", is_flag=True, help="Do not warm the domain tables first.")
 @click.option(
     "--partitions", type=click.IntRange(1, 64), help="Partitions of every topic (default 4)."
@@ -67,6 +74,7 @@ def bench(
     known_share: float,
     seed: int,
     core_only: bool,
+    workers: int,
     no_warm: bool,
     partitions: int | None,
     broker: str | None,
@@ -87,6 +95,7 @@ def bench(
         known_share=known_share,
         seed=seed,
         core_only=core_only,
+        workers=workers,
         warm=not no_warm,
     )
     overrides: dict[str, Any] = {}
@@ -126,7 +135,7 @@ def report_table(report: BenchReport) -> Table:
             "latency p50 / p95 / p99",
             f"{latency['p50']:,.0f} / {latency['p95']:,.0f} / {latency['p99']:,.0f} ms",
         ),
-        ("CPU per 1,000 addresses", f"{report.cpu_seconds_per_1000:.2f} s"),
+        ("CPU per 1,000 addresses (workers)", f"{report.cpu_seconds_per_1000:.2f} s"),
         ("peak RSS", f"{report.peak_rss_mb:.0f} MB"),
         ("SMTP sessions", f"{report.smtp_sessions:,}"),
         ("RCPTs per session", f"{report.rcpts_per_session:.1f}"),
@@ -134,7 +143,8 @@ def report_table(report: BenchReport) -> Table:
         ("sandbox CPU (other process)", f"{report.sandbox_cpu_seconds:.2f} s"),
     ]
     if report.mode == "pipeline":
-        rows.append(("broker + worker start", f"{report.start_seconds:.1f} s"))
+        rows.append(("worker processes", str(report.workers)))
+        rows.append(("broker + workers start", f"{report.start_seconds:.1f} s"))
     for status, count in report.verdicts.items():
         rows.append((f"verdicts {status}", f"{count:,}"))
     for name, value in rows:

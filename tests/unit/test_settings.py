@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -449,3 +450,22 @@ def test_any_attempt_limits_are_read_back(limits: dict[Cause, int]) -> None:
     text = ",".join(f"{cause.value}={limit}" for cause, limit in limits.items())
     attempts = dict(load_settings(retry_attempts=text).retry_policy().attempts)
     assert attempts == {**DOCUMENTED_ATTEMPTS, **limits}
+
+
+def test_to_env_gives_the_same_settings_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings written as MXPROBE_* variables read back equal (a child worker's settings)."""
+    given = load_settings(
+        dns_server=("127.0.0.1:53", "[::1]:5353"),
+        allow_private_mx=True,
+        allow_tld=("test",),
+        retry_delays=(1.5, 3.0),
+        retry_attempts="greylisted=5",
+        mail_from="probe@example.com",
+        broker="kafka://127.0.0.1:9092",
+        host_rcpt_per_second=2.5,
+    )
+    for key in [k for k in os.environ if k.startswith("MXPROBE_")]:
+        monkeypatch.delenv(key)
+    for key, value in given.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == given
