@@ -284,30 +284,40 @@ class Verifier:
         if isinstance(answer, DnsProblem):
             return DomainRoute(problem=answer, expires_at=now + _problem_ttl(answer))
         if answer.records:
-            hosts = order_mx(answer.records, self._rng, limit=self._config.max_mx_hosts)
-            if isinstance(hosts, NullMx):
+            ordered = order_mx(answer.records, self._rng)
+            if isinstance(ordered, NullMx):
                 return DomainRoute(problem=DnsProblem.NULL_MX, expires_at=now + answer.ttl)
         else:
-            hosts = implicit_mx(domain)  # RFC 5321 §5.1
-        lookups = await asyncio.gather(*map(self._resolver.addresses, hosts))
+            ordered = implicit_mx(domain)  # RFC 5321 §5.1
+        # max_mx_hosts exchanges at a time, until one has an address: unresolvable
+        # names first cannot hide the real host, and hundreds of MX records cost at
+        # most _MX_LOOKUP_ROUNDS rounds of lookups.
+        size = self._config.max_mx_hosts
+        looked_up = ordered[: size * _MX_LOOKUP_ROUNDS]
         targets: list[Target] = []
         problems: list[DnsProblem] = []
         found_any = False
         ttl = answer.ttl
-        for host, lookup in zip(hosts, lookups, strict=True):
-            if isinstance(lookup, DnsProblem):
-                problems.append(lookup)
-                continue
-            ttl = min(ttl, lookup.ttl) if lookup.addresses else ttl
-            found_any = found_any or bool(lookup.addresses)
-            targets.extend(Target(host, ip) for ip in self._usable(lookup))
+        for start in range(0, len(looked_up), size):
+            hosts = looked_up[start : start + size]
+            lookups = await asyncio.gather(*map(self._resolver.addresses, hosts))
+            for host, lookup in zip(hosts, lookups, strict=True):
+                if isinstance(lookup, DnsProblem):
+                    problems.append(lookup)
+                    continue
+                ttl = min(ttl, lookup.ttl) if lookup.addresses else ttl
+                found_any = found_any or bool(lookup.addresses)
+                targets.extend(Target(host, ip) for ip in self._usable(lookup))
+            if found_any:
+                break
         if targets:
             return DomainRoute(targets=tuple(targets), expires_at=now + ttl)
         if found_any:
             problem = DnsProblem.PRIVATE_MX
         elif DnsProblem.TIMEOUT in problems:
             problem = DnsProblem.TIMEOUT
-        elif DnsProblem.SERVFAIL in problems:
+        elif DnsProblem.SERVFAIL in problems or len(looked_up) < len(ordered):
+            # Exchanges were left unasked: not proof that none has an address.
             problem = DnsProblem.SERVFAIL
         else:
             problem = DnsProblem.NO_MAIL_SERVER
@@ -518,6 +528,9 @@ class Verifier:
     def _decide(self, address: Address, facts: Facts) -> Verdict:
         return decide(dataclasses.replace(facts, address=address, signals=self.signals(address)))
 
+
+#: Rounds of max_mx_hosts exchange lookups before a route gives up.
+_MX_LOOKUP_ROUNDS = 4
 
 #: Caches are pruned of expired entries when they reach this many domains.
 _CACHE_LIMIT = 100_000

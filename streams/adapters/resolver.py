@@ -4,6 +4,14 @@ Every query has an explicit lifetime. Outcomes the verdict rules care about
 are values, never exceptions: NXDOMAIN, "no answer" (NODATA), SERVFAIL (which
 includes REFUSED and every name server failing) and timeout are kept apart,
 because only the first is a fact about the domain.
+
+Hostile answers stay bounded. A CNAME is followed (dnspython follows the
+chain inside an answer), also when an MX names one, which RFC 2181 §10.3
+forbids but mail servers follow; a chain longer than dnspython's 16 links,
+which is what a CNAME loop becomes, is a SERVFAIL: a broken zone, not proof
+that the name does not exist. A truncated UDP answer (TC) is asked again
+over TCP. A host with hundreds of addresses gives only its first
+``max_addresses_per_host``, so a probe never walks them all.
 """
 
 from __future__ import annotations
@@ -33,6 +41,19 @@ class ResolverConfig:
     lifetime: float = 10.0  # seconds for one lookup, all retries included
     ttl_floor: int = 60  # cache MX facts at least this long...
     ttl_ceiling: int = 86_400  # ...and at most this long
+    max_addresses_per_host: int = 4  # the first addresses of a host (IPv4 first) to keep
+
+    def __post_init__(self) -> None:
+        """Refuse a cap that would leave every mail host without an address.
+
+        Raises:
+            ConfigError: ``max_addresses_per_host`` is below 1.
+        """
+        if self.max_addresses_per_host < 1:
+            raise ConfigError(
+                f"max_addresses_per_host is {self.max_addresses_per_host}; it must be at "
+                "least 1, or no mail host could ever be probed."
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +155,7 @@ class Resolver:
 
         NXDOMAIN only when both say so; a failure of one is ignored when the
         other gave addresses; no records at all is an empty ``HostAddresses``.
+        At most ``max_addresses_per_host`` addresses are kept, IPv4 first.
         """
         a, aaaa = await asyncio.gather(
             self._query(host, dns.rdatatype.A), self._query(host, dns.rdatatype.AAAA)
@@ -148,7 +170,8 @@ class Resolver:
                 found.extend(rdata.to_text() for rdata in answer.rrset)
                 ttls.append(answer.rrset.ttl)
         if found:
-            return HostAddresses(addresses=tuple(found), ttl=self._clamp(min(ttls)))
+            kept = tuple(found[: self._config.max_addresses_per_host])
+            return HostAddresses(addresses=kept, ttl=self._clamp(min(ttls)))
         if problems and (len(problems) == 2 or DnsProblem.NXDOMAIN not in problems):
             # Both failed: prefer the failure that says least against the host.
             for problem in (DnsProblem.TIMEOUT, DnsProblem.SERVFAIL, DnsProblem.NXDOMAIN):

@@ -3,7 +3,9 @@
 A probe batch that ends normally parks its session here instead of QUIT;
 the next batch for the same mail host takes it (issue 4: session reuse).
 Each parked session is QUIT when its idle time is up, or at
-:meth:`IdleSessions.aclose`.
+:meth:`IdleSessions.aclose`. Only a healthy session is parked: one still
+connected, with no bytes read beyond its last reply (:func:`unread_bytes`);
+anything else could pair a stale reply with the next batch's command.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import aiosmtplib
 if TYPE_CHECKING:
     from streams.adapters.smtp_probe import Target
 
-__all__ = ["IDLE_PER_TARGET", "IdleSessions", "Session", "quit_politely"]
+__all__ = ["IDLE_PER_TARGET", "IdleSessions", "Session", "quit_politely", "unread_bytes"]
 
 log = logging.getLogger("streams.adapters.smtp_probe")
 
@@ -55,9 +57,15 @@ class IdleSessions:
         self._closed = False
 
     def park(self, session: Session) -> bool:
-        """Keep ``session`` for a later batch; False when it must be QUIT instead."""
+        """Keep ``session`` for a later batch; False when it must be QUIT instead.
+
+        A session that is closed, or holds bytes beyond its last reply, is
+        never parked (whoever ended it abnormally should have closed it).
+        """
         parked = self._parked.get(session.target, [])
         if self._closed or self._idle_timeout <= 0 or len(parked) >= IDLE_PER_TARGET:
+            return False
+        if not session.smtp.is_connected or unread_bytes(session.smtp):
             return False
         task = asyncio.get_running_loop().create_task(
             self._expire(session), name=f"idle SMTP session to {session.target.host}"
@@ -111,6 +119,20 @@ class IdleSessions:
         self._unpark(session)
         _log_idle_closed(session)
         await quit_politely(session.smtp, self._quit_timeout)
+
+
+def unread_bytes(smtp: aiosmtplib.SMTP) -> int:
+    """How many bytes the host sent beyond the last complete reply read.
+
+    Without PIPELINING a host sends exactly one reply per command (RFC 5321
+    §4.2), so after a reply nothing may be left. aiosmtplib drops data that
+    arrives while no command waits, but keeps what arrives together with a
+    reply, and would hand it out as the next command's reply. It has no
+    public way to see that buffer; this is the one place that looks.
+    """
+    protocol = smtp.protocol
+    buffer = getattr(protocol, "_buffer", b"") if protocol is not None else b""
+    return len(buffer)
 
 
 async def quit_politely(smtp: aiosmtplib.SMTP, timeout: float) -> None:

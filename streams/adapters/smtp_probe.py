@@ -11,8 +11,31 @@ up to ``rcpt_per_transaction`` RCPTs per MAIL transaction, RSET between
 transactions, and at most ``rcpt_per_session`` RCPTs in all. If the host
 drops the connection after some replies, the remaining recipients go to a new
 session, as long as every session makes progress; so do the recipients left
-when a session is full (it is QUIT). Reply sizes are bounded by aiosmtplib
-(8 KiB a line, 32 KiB a reply).
+when a session is full (it is QUIT).
+
+Hostile hosts (issue 5; the sandbox's ``hostile`` world plays each) end in a
+bounded time with a precise failure, and nothing they send is kept whole:
+
+================================  ==================  ====================================
+what the host does                failure             why it ends, and soon
+================================  ==================  ====================================
+a reply that never ends           ``protocol_error``  aiosmtplib stops at 32 KiB a reply
+a line of 1 MiB                   ``protocol_error``  ... and at 8 KiB a line
+bytes where the reply code goes   ``protocol_error``  the line is refused at once
+bytes that are not UTF-8 in text  (the reply counts)  read as U+FFFD; the codes decide
+replies trickling byte by byte    ``timeout``         a deadline per step (below)
+closes in the middle of a reply   ``disconnected``    EOF ends the wait
+a reply ahead of its command      ``protocol_error``  :func:`unread_bytes` after each reply
+no banner at all                  ``timeout``         a deadline per step (below)
+================================  ==================  ====================================
+
+Every step - connecting with the greeting, then each command - must have its
+whole reply within ``timeout`` seconds, however it trickles in (aiosmtplib's
+own per-reply timeout, of the same length, is a backstop). A session that
+broke this way is closed without QUIT, whose reply could not be paired
+either, and is never parked. Words a host sends are quoted in details cut to
+:data:`QUOTE_LIMIT` characters; reply texts are cut to
+:data:`~streams.core.verdict.REPLY_TEXT_LIMIT` in the verdict.
 
 Sessions outlive a batch. When a batch ends normally, its session is parked
 for ``idle_timeout`` seconds (a few per target), keyed by its
@@ -26,18 +49,29 @@ session nobody takes is QUIT when its idle time is up, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiosmtplib
+from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 
-from streams.adapters.session_pool import IDLE_PER_TARGET, IdleSessions, Session, quit_politely
+from streams.adapters.session_pool import (
+    IDLE_PER_TARGET,
+    IdleSessions,
+    Session,
+    quit_politely,
+    unread_bytes,
+)
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
 from streams.core.verdict import SessionFailure
 
 __all__ = [
     "IDLE_PER_TARGET",
+    "QUOTE_LIMIT",
     "ProbeConfig",
     "ProbeOutcome",
     "RcptOutcome",
@@ -46,6 +80,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The most characters of a host's own words quoted in a detail sentence or a log line.
+QUOTE_LIMIT = 120
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROLS = re.compile("[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +157,35 @@ class _SessionEnded(Exception):
     host dropped the connection, or wants fewer recipients per session).
     ``failover``: if nobody was answered yet, the next MX host may be tried (a
     421, or a drop, before any recipient was answered).
+    ``broken``: replies can no longer be paired with commands (a timeout, a
+    protocol error, a drop): the session is closed without QUIT.
     """
 
     def __init__(
-        self, outcome: RcptOutcome, *, resumable: bool = False, failover: bool = False
+        self,
+        outcome: RcptOutcome,
+        *,
+        resumable: bool = False,
+        failover: bool = False,
+        broken: bool = False,
     ) -> None:
         super().__init__(outcome.detail)
         self.outcome = outcome
         self.resumable = resumable
         self.failover = failover
+        self.broken = broken
+
+
+class _UnsolicitedReply(Exception):
+    """The host sent ``count`` bytes beyond the reply just read: a reply ahead of its command."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} bytes beyond the reply")
+        self.count = count
+
+
+# What a broken session raises; _failure() turns each into an outcome.
+_BROKEN = (aiosmtplib.SMTPException, OSError, UnicodeError, _UnsolicitedReply)
 
 
 class SmtpProber:
@@ -240,17 +302,19 @@ class SmtpProber:
         asks for five minutes; many wait less): a session that does not answer
         RSET with 250 is closed, and that is all.
         """
-        alive = False
+        answered = False  # the host answered RSET with a reply (any code)
         try:
-            await session.smtp.rset()
-            alive = True
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self._step(session.smtp, session.smtp.rset())
+            return True
+        except _BROKEN as exc:
+            answered = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 0
             extra = {"host": session.target.host, "error": _describe(exc)}
             log.debug("smtp.session_stale", extra=extra)
-        finally:
-            if not alive:
-                await quit_politely(session.smtp, self._config.timeout)
-        return alive
+        if answered:
+            await quit_politely(session.smtp, self._config.timeout)
+        else:
+            session.smtp.close()  # timed out, dropped or garbled: QUIT would not pair either
+        return False
 
     async def _carry(
         self,
@@ -272,7 +336,11 @@ class SmtpProber:
         except _SessionEnded as exc:
             ended = exc
         finally:
-            if not parked:
+            if parked:
+                pass
+            elif ended is not None and ended.broken:
+                session.smtp.close()  # the reply to QUIT could not be paired either
+            else:
                 await quit_politely(session.smtp, self._config.timeout)
         return ended
 
@@ -304,46 +372,62 @@ class SmtpProber:
             start_tls=False,
             validate_certs=False,
         )
+        phase, command = Phase.CONNECT, "CONNECT"
         try:
-            await smtp.connect()
-            await _greet(smtp, config.helo)
+            await self._step(smtp, smtp.connect())
+            phase, command = Phase.EHLO, "EHLO"
+            await self._greet(smtp)
             if config.starttls and smtp.supports_extension("starttls"):
-                await smtp.starttls(validate_certs=False)
-                await _greet(smtp, config.helo)
+                command = "STARTTLS"
+                await self._step(smtp, smtp.starttls(validate_certs=False))
+                command = "EHLO"
+                await self._greet(smtp)
         except aiosmtplib.SMTPConnectResponseError as exc:
             return RcptOutcome(
-                "",
-                reply=SmtpReply.from_message(exc.code, exc.message),
-                phase=Phase.CONNECT,
-                target=target,
+                "", reply=_reply(exc.code, exc.message), phase=Phase.CONNECT, target=target
             )
         except aiosmtplib.SMTPHeloError as exc:
             await quit_politely(smtp, config.timeout)
             return RcptOutcome(
-                "",
-                reply=SmtpReply.from_message(exc.code, exc.message),
-                phase=Phase.EHLO,
-                target=target,
+                "", reply=_reply(exc.code, exc.message), phase=Phase.EHLO, target=target
             )
-        except aiosmtplib.SMTPTimeoutError:
+        except _BROKEN as exc:
             smtp.close()
-            return RcptOutcome(
-                "",
-                failure=SessionFailure.TIMEOUT,
-                target=target,
-                detail=f"No greeting from {target.host} ({target.address}) "
-                f"within {config.timeout:g} s.",
-            )
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            smtp.close()
-            return RcptOutcome(
-                "",
-                failure=SessionFailure.CONNECTION_FAILED,
-                target=target,
-                detail=f"Could not connect to {target.host} ({target.address}:{config.port}): "
-                f"{_describe(exc)}.",
-            )
+            return self._failure(target, phase, exc, command=command)
         return smtp
+
+    async def _greet(self, smtp: aiosmtplib.SMTP) -> None:
+        """EHLO, falling back to HELO when the host refuses EHLO (RFC 5321 §4.1.4)."""
+        helo = self._config.helo
+        try:
+            await self._step(smtp, smtp.ehlo(hostname=helo))
+        except aiosmtplib.SMTPHeloError as exc:
+            if exc.code == 421 or not smtp.is_connected:
+                raise
+            await self._step(smtp, smtp.helo(hostname=helo))
+
+    async def _step(self, smtp: aiosmtplib.SMTP, step: Awaitable[T]) -> T:
+        """Await one step (connect and greeting, or one command) within ``timeout``.
+
+        The deadline covers the whole reply however slowly it trickles in. A
+        reply followed by bytes nobody asked for is not trusted: it may be
+        an earlier reply, or the real one may be the bytes that follow.
+
+        Raises:
+            TimeoutError: the reply was not complete in time (the connection
+                is left open: the caller closes it).
+            _UnsolicitedReply: the host sent more than the reply.
+            aiosmtplib.SMTPException: as the aiosmtplib call raises it.
+        """
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                result = await step
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 0:
+                _refuse_unsolicited(smtp)  # a reply, but only if nothing came after it
+            raise
+        _refuse_unsolicited(smtp)
+        return result
 
     async def _session(
         self,
@@ -421,12 +505,13 @@ class SmtpProber:
         for sender in senders or [""]:
             if reply.code:
                 await self._rset(smtp, target)
+            encoding = "utf-8" if utf8 else "ascii"
             try:
-                await smtp.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
+                await self._step(smtp, smtp.mail(sender, options=options, encoding=encoding))
                 return sender
             except aiosmtplib.SMTPSenderRefused as exc:
-                reply = SmtpReply.from_message(exc.code, exc.message)
-            except (aiosmtplib.SMTPException, OSError, UnicodeError) as exc:
+                reply = _reply(exc.code, exc.message)
+            except _BROKEN as exc:
                 raise self._ended(target, Phase.MAIL, exc) from exc
             if sender or classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED:
                 break
@@ -434,49 +519,76 @@ class SmtpProber:
 
     async def _rcpt(self, session: Session, recipient: str, *, utf8: bool) -> SmtpReply:
         session.rcpts += 1
+        smtp, encoding = session.smtp, "utf-8" if utf8 else "ascii"
         try:
-            response = await session.smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+            response = await self._step(smtp, smtp.rcpt(recipient, encoding=encoding))
         except aiosmtplib.SMTPRecipientRefused as exc:
-            return SmtpReply.from_message(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, UnicodeError) as exc:
+            return _reply(exc.code, exc.message)
+        except _BROKEN as exc:
             raise self._ended(session.target, Phase.RCPT, exc) from exc
-        return SmtpReply.from_message(response.code, response.message)
+        return _reply(response.code, response.message)
 
     async def _rset(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
         phase = Phase.RSET
         try:
-            await smtp.rset()
+            await self._step(smtp, smtp.rset())
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:
                 raise self._ended(target, phase, exc) from exc
-            reply = SmtpReply.from_message(exc.code, exc.message)
-            raise _refused(reply, phase, target) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _refused(_reply(exc.code, exc.message), phase, target) from exc
+        except _BROKEN as exc:
             raise self._ended(target, phase, exc) from exc
 
     def _ended(self, target: Target, phase: Phase, exc: BaseException) -> _SessionEnded:
         """Translate a foreign error mid-session into the outcome of the unanswered."""
-        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        outcome = self._failure(target, phase, exc)
+        dropped = outcome.failure is SessionFailure.DISCONNECTED
+        # An address refused for SMTPUTF8 was never sent: the session itself is fine.
+        broken = not isinstance(exc, UnicodeError)
+        return _SessionEnded(outcome, resumable=dropped, failover=dropped, broken=broken)
+
+    def _failure(
+        self, target: Target, phase: Phase, exc: BaseException, *, command: str = ""
+    ) -> RcptOutcome:
+        """The failure (and the sentence saying what the host did) for ``exc`` at ``phase``.
+
+        Args:
+            target: the host and address talked to.
+            phase: the session step that failed (CONNECT: connecting and the greeting).
+            exc: what the step raised.
+            command: the command named in the sentence (default: the phase's).
+        """
+        host, timeout = target.host, self._config.timeout
+        command = command or phase.value.upper()
+        what = "greeting" if phase is Phase.CONNECT else f"reply to {command}"
+        failure = SessionFailure.PROTOCOL_ERROR
+        if isinstance(exc, TimeoutError):
             failure = SessionFailure.TIMEOUT
             detail = (
-                f"{target.host} did not answer {phase.value.upper()} "
-                f"within {self._config.timeout:g} s."
+                f"No greeting from {host} ({target.address}) within {timeout:g} s."
+                if phase is Phase.CONNECT
+                else f"{host} did not complete its reply to {command} within {timeout:g} s."
+            )
+        elif isinstance(exc, _UnsolicitedReply):
+            detail = (
+                f"{host} sent {exc.count} bytes beyond its {what}, before any command asked "
+                "for them (RFC 5321 §4.2: one reply per command), so its replies no longer "
+                "match mxprobe's commands."
             )
         elif isinstance(exc, aiosmtplib.SMTPResponseException):
-            failure = SessionFailure.PROTOCOL_ERROR
-            detail = f"{target.host} sent an invalid reply to {phase.value.upper()}: {exc.message}."
+            detail = _protocol_detail(host, what, exc.message)
         elif isinstance(exc, UnicodeError):
-            failure = SessionFailure.PROTOCOL_ERROR
             detail = "The address cannot be sent without SMTPUTF8."
+        elif phase is Phase.CONNECT:
+            failure = SessionFailure.CONNECTION_FAILED
+            detail = (
+                f"Could not connect to {host} ({target.address}:{self._config.port}): "
+                f"{_describe(exc)}."
+            )
         else:
             failure = SessionFailure.DISCONNECTED
-            detail = f"{target.host} closed the connection during {phase.value.upper()}."
-        dropped = failure is SessionFailure.DISCONNECTED
-        return _SessionEnded(
-            RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail),
-            resumable=dropped,
-            failover=dropped,
-        )
+            detail = f"{host} closed the connection before completing its {what}."
+        return RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail)
 
 
 def _refused(reply: SmtpReply, phase: Phase, target: Target) -> _SessionEnded:
@@ -487,14 +599,49 @@ def _refused(reply: SmtpReply, phase: Phase, target: Target) -> _SessionEnded:
     )
 
 
-async def _greet(smtp: aiosmtplib.SMTP, helo: str) -> None:
-    """EHLO, falling back to HELO when the host refuses EHLO (RFC 5321 §4.1.4)."""
-    try:
-        await smtp.ehlo(hostname=helo)
-    except aiosmtplib.SMTPHeloError as exc:
-        if exc.code == 421 or not smtp.is_connected:
-            raise
-        await smtp.helo(hostname=helo)
+def _refuse_unsolicited(smtp: aiosmtplib.SMTP) -> None:
+    """Raise when the host sent more than the reply just read (see :func:`unread_bytes`)."""
+    count = unread_bytes(smtp)
+    if count:
+        raise _UnsolicitedReply(count)
+
+
+def _reply(code: int, message: str) -> SmtpReply:
+    """A reply as a value, its text readable whatever bytes the host sent.
+
+    aiosmtplib decodes reply text with ``surrogateescape``; such lone
+    surrogates cannot be encoded again (Avro, JSON), so they become U+FFFD
+    here. Bytes that are not UTF-8 in the text do not break the protocol: the
+    codes decide as usual (``550 5.1.1 <user> unknown \\xff`` is still a
+    clear answer).
+    """
+    return SmtpReply.from_message(code, _SURROGATES.sub("\ufffd", message))
+
+
+def _protocol_detail(host: str, what: str, message: str) -> str:
+    """Say how a reply broke the protocol, from aiosmtplib's message.
+
+    Args:
+        host: the mail host's name.
+        what: the reply, as "greeting" or "reply to RCPT".
+        message: aiosmtplib's message for the reply it refused.
+    """
+    if message.startswith("Response too long"):
+        return (
+            f"{host} sent a {what} longer than SMTP allows; mxprobe stopped reading at "
+            f"{MAX_LINE_LENGTH // 1024} KiB a line or {MAX_RESPONSE_LENGTH // 1024} KiB a reply."
+        )
+    malformed = "Malformed SMTP response line:"
+    if message.startswith(malformed):
+        line = _quote(message.removeprefix(malformed))
+        return f"{host} sent a {what} with a line that does not start with a reply code: {line!r}."
+    return f"{host} sent a {what} that is not a valid SMTP reply: {_quote(message)!r}."
+
+
+def _quote(text: str) -> str:
+    """A host's words, fit for one line of a sentence: readable, no controls, cut short."""
+    text = _CONTROLS.sub(" ", _SURROGATES.sub("\ufffd", text)).strip()
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 1] + "…"
 
 
 def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcome) -> None:
@@ -525,5 +672,4 @@ def _refuse_without_smtputf8(queue: list[str], target: Target, outcome: ProbeOut
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    return _quote(str(exc)) or type(exc).__name__

@@ -26,7 +26,11 @@ DEMO_HELO = "probe.mxprobe.test"
 
 @click.command()
 @click.option(
-    "--world", "world_path", metavar="FILE", help="World file (TOML). Default: the packaged world."
+    "--world",
+    "world_path",
+    metavar="FILE|NAME",
+    help="World file (TOML), or a packaged world: hostile (hostile SMTP peers), "
+    "hostile_dns (hostile DNS). Default: the packaged world.",
 )
 @click.option(
     "--dns-port",
@@ -173,12 +177,13 @@ def _world_table(world: World) -> Table:
         if domain.null_mx:
             hosts, behaviours = "MX 0 . (null MX)", "-"
         elif domain.mx:
-            refs = [world.host(ref.host) for ref in domain.mx]
+            # An MX may name a domain entry (a CNAME, a name without a host).
+            refs = [world.mail_host(ref.host) for ref in domain.mx]
             hosts = ", ".join(
-                f"{ref.preference} {h.name} {h.address}"
+                f"{ref.preference} {ref.host} {h.address if h else '-'}"
                 for ref, h in zip(domain.mx, refs, strict=True)
             )
-            behaviours = ", ".join(h.behaviour.value for h in refs)
+            behaviours = ", ".join(h.behaviour.value if h else "-" for h in refs)
         elif domain.a:
             hosts, behaviours = f"A {', '.join(domain.a)} (implicit MX)", "-"
         else:

@@ -9,20 +9,70 @@ Wording follows the servers it imitates: Postfix for the strict base
 (``User unknown in virtual mailbox table``, ``Relay access denied``), postgrey
 for greylisting, Spamhaus for the policy block and Gmail for multi-line
 replies.
+
+Hostile hosts (issue 5) send something other than a reply at one step;
+what they send is a :data:`Misbehaviour` value, and the verdict a verifier
+owes each is in ``hostile.toml``:
+
+===============  ======================================================  ======================
+behaviour        what the host sends                                     verdict
+===============  ======================================================  ======================
+endless_reply    EHLO: ``250-`` lines without end (64 MiB, then close)   unknown/protocol_error
+long_line        RCPT: a reply code and 1 MiB of text, then the CRLF     unknown/protocol_error
+bad_bytes        banner and RCPT texts with bytes that are not UTF-8     as the codes say
+garbage          RCPT: binary bytes where the reply code belongs         unknown/protocol_error
+drip             every reply after the banner, one byte a second         unknown/timeout
+close_mid_reply  RCPT: the first line of a multi-line reply, then EOF    unknown/disconnected
+early_reply      the banner and an extra ``250`` in one write            unknown/protocol_error
+silent           nothing: the connection stays open, no banner ever      unknown/timeout
+===============  ======================================================  ======================
+
+Long and endless output is produced in chunks of :data:`CHUNK` bytes, so the
+sandbox never holds it whole either.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from streams.sandbox.world import Behaviour, Host, World
 
-__all__ = ["MAX_MESSAGE_SIZE", "HostPolicy", "Reply", "SlidingWindow", "TripletGreylist"]
+__all__ = [
+    "CHUNK",
+    "DRIP_INTERVAL",
+    "ENDLESS_LIMIT",
+    "LONG_LINE_SIZE",
+    "MAX_MESSAGE_SIZE",
+    "HostPolicy",
+    "Misbehaviour",
+    "Reply",
+    "Silence",
+    "SlidingWindow",
+    "Stream",
+    "Trickle",
+    "TripletGreylist",
+]
 
 #: The SIZE the hosts advertise (RFC 1870) and enforce on MAIL FROM.
 MAX_MESSAGE_SIZE = 10_240_000
+
+#: The most bytes a hostile host builds at once; longer output is sent in pieces.
+CHUNK = 64 * 1024
+
+#: The text of a ``long_line`` reply: 1 MiB before its CRLF (RFC 5321 §4.5.3.1.5 allows 512).
+LONG_LINE_SIZE = 1024 * 1024
+
+#: Bytes an ``endless_reply`` host sends before it gives up and closes (a client must stop first).
+ENDLESS_LIMIT = 64 * 1024 * 1024
+
+#: Seconds between two bytes of a ``drip`` host's replies.
+DRIP_INTERVAL = 1.0
+
+# Bytes that are not UTF-8 (a lone continuation byte, bytes never valid in
+# UTF-8), written through Reply.encode's surrogateescape.
+_NOT_UTF8 = b"\x80\xfe\xff".decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +101,56 @@ class Reply:
             f"{self.code}{' ' if i == last else '-'}{line}\r\n".encode("utf-8", "surrogateescape")
             for i, line in enumerate(self.lines)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Bytes a hostile host sends in place of a reply: ``head``, ``body`` over and over, ``tail``.
+
+    Attributes:
+        head: sent first.
+        body: then repeated until ``size`` bytes of it are sent (never built whole).
+        size: how many bytes of repeated ``body`` to send.
+        tail: sent last.
+        close: whether the host closes the connection afterwards.
+    """
+
+    head: bytes
+    body: bytes = b""
+    size: int = 0
+    tail: bytes = b""
+    close: bool = False
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes to send, in pieces of about :data:`CHUNK` bytes at most."""
+        yield self.head
+        if self.body:
+            repeat = max(1, CHUNK // len(self.body))
+            piece = self.body * repeat
+            remaining = self.size
+            while remaining > 0:
+                yield piece[:remaining]
+                remaining -= len(piece)
+        if self.tail:
+            yield self.tail
+
+
+@dataclass(frozen=True, slots=True)
+class Trickle:
+    """A reply sent one byte every ``interval`` seconds; ``close``: then close the connection."""
+
+    data: bytes
+    interval: float = DRIP_INTERVAL
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Nothing at all: the host keeps the connection open and never speaks."""
+
+
+#: What a hostile host does in place of sending a reply.
+Misbehaviour = Stream | Trickle | Silence
 
 
 class SlidingWindow:
@@ -142,7 +242,48 @@ class HostPolicy:
                 f"{name} ESMTP mxprobe-sandbox",
                 f"{name} answers in multi-line replies, as large providers do",
             )
+        if self.host.behaviour is Behaviour.BAD_BYTES:
+            return Reply.of(220, f"{name} ESMTP mxprobe-sandbox {_NOT_UTF8} (not UTF-8)")
         return Reply.of(220, f"{name} ESMTP mxprobe-sandbox")
+
+    def greeting_misbehaviour(self, banner: Reply) -> Misbehaviour | None:
+        """What a hostile host sends instead of ``banner``, or None to send it.
+
+        ``early_reply`` appends a reply nobody asked for to the banner, in the
+        same write, so a client that pairs replies with commands in order is
+        one reply behind from then on (RFC 5321 §4.2: one reply per command).
+        """
+        behaviour = self.host.behaviour
+        if behaviour is Behaviour.SILENT:
+            return Silence()
+        if behaviour is Behaviour.EARLY_REPLY:
+            return Stream(banner.encode() + Reply.of(250, "2.0.0 Ok").encode())
+        return None
+
+    def reply_misbehaviour(self, verb: str, reply: Reply) -> Misbehaviour | None:
+        """What a hostile host sends instead of ``reply`` to command ``verb``, or None.
+
+        Args:
+            verb: the command, upper case (``"EHLO"``, ``"RCPT"``, ...).
+            reply: the reply the host would send otherwise.
+        """
+        behaviour = self.host.behaviour
+        if behaviour is Behaviour.DRIP:
+            return Trickle(reply.encode(), close=reply.close)
+        if behaviour is Behaviour.ENDLESS_REPLY and verb == "EHLO":
+            # RFC 5321 §4.2.1: "250-" announces another line; the last is "250 ".
+            line = b"250-X-MXPROBE-SANDBOX an extension line that is never the last one\r\n"
+            return Stream(f"250-{self.host.name}\r\n".encode(), line, ENDLESS_LIMIT, close=True)
+        if verb != "RCPT":
+            return None
+        if behaviour is Behaviour.LONG_LINE:
+            return Stream(f"{reply.code} ".encode(), b"x", LONG_LINE_SIZE, b"\r\n")
+        if behaviour is Behaviour.GARBAGE:
+            return Stream(b"\xff\xfe\x00\x81 \xc3(not a reply)\r\n")
+        if behaviour is Behaviour.CLOSE_MID_REPLY:
+            first = f"{reply.code}-{reply.lines[0]}\r\n".encode("utf-8", "surrogateescape")
+            return Stream(first, close=True)
+        return None
 
     def ehlo(self, client_ip: str, *, offer_starttls: bool) -> Reply:
         """The EHLO reply with the extensions the host supports (RFC 5321 §4.1.1.1)."""
@@ -212,9 +353,13 @@ class HostPolicy:
     def _accepted(self, recipient: str) -> Reply:
         if self.multiline:
             return Reply.of(250, "2.1.5 OK", f"2.1.5 <{recipient}> recipient ok - mxprobe-sandbox")
+        if self.host.behaviour is Behaviour.BAD_BYTES:
+            return Reply.of(250, f"2.1.5 Ok {_NOT_UTF8}")
         return Reply.of(250, "2.1.5 Ok")
 
     def _unknown_user(self, recipient: str) -> Reply:
+        if self.host.behaviour is Behaviour.BAD_BYTES:
+            return Reply.of(550, f"5.1.1 <{recipient}> unknown {_NOT_UTF8}")
         if self.multiline:
             return Reply.of(
                 550,

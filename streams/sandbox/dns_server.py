@@ -5,13 +5,18 @@ with dnspython's message handling; :class:`DnsServer` puts it on the network
 (UDP, and TCP with the 2-byte length prefix of RFC 1035 §4.2.2).
 
 Answers are authoritative (AA) for names inside the world's zones: A, AAAA,
-MX, TXT, SOA and NS records; NODATA and NXDOMAIN carry the zone's SOA in the
-authority section so resolvers can cache them (RFC 2308 §3); names outside
+MX, TXT, CNAME, SOA and NS records; NODATA and NXDOMAIN carry the zone's SOA in
+the authority section so resolvers can cache them (RFC 2308 §3); names outside
 the zones are REFUSED; garbage gets FORMERR and never crashes the server.
-UDP answers larger than the client's EDNS payload (512 octets without EDNS,
-RFC 1035 §4.2.1; RFC 6891 §6.2.5) are sent empty with TC=1 so the client
-retries over TCP. Per-domain ``servfail`` and ``drop`` make the server answer
-SERVFAIL or stay silent for that exact name.
+A CNAME is followed inside the zones and the whole chain answered, as an
+authoritative server does (RFC 1034 §4.3.2 step 3a; the rcode is the last
+name's, RFC 6604 §2); a chain that loops is answered up to where it repeats,
+for the client to notice. UDP answers larger than the client's EDNS payload
+(512 octets without EDNS, RFC 1035 §4.2.1; RFC 6891 §6.2.5) first lose their
+additional section (RFC 2181 §9), and if still too large are sent empty with
+TC=1 so the client retries over TCP. Per-domain ``servfail`` and ``drop`` make
+the server answer SERVFAIL or stay silent for that exact name (not for a name
+reached through a CNAME).
 """
 
 from __future__ import annotations
@@ -43,10 +48,13 @@ _log = logging.getLogger(__name__)
 
 _UDP_DEFAULT_PAYLOAD = 512  # RFC 1035 §4.2.1, and the floor for EDNS payloads (RFC 6891 §6.2.5)
 _TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 §6.2.3: servers may close idle connections after seconds
+_MAX_CHAIN = 16  # CNAMEs followed for one answer, as dnspython's client follows at most
 
 
 class Authority:
     """Answers DNS queries for a world's zones; counts queries per (name, type).
+
+    ``truncated`` counts the answers sent empty with TC=1, per (name, type).
 
     Args:
         world: the world whose names, records and failures to serve.
@@ -54,6 +62,7 @@ class Authority:
 
     def __init__(self, world: World) -> None:
         self.queries: Counter[tuple[str, str]] = Counter()
+        self.truncated: Counter[tuple[str, str]] = Counter()
         self._zones = [dns.name.from_text(zone) for zone in world.dns.zones]
         self._records: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         self._soa: dict[dns.name.Name, dns.rrset.RRset] = {}
@@ -77,7 +86,15 @@ class Authority:
             name = dns.name.from_text(domain.name)
             domain_ttl = ttl if domain.ttl is None else domain.ttl
             mx = ["0 ."] if domain.null_mx else [f"{r.preference} {r.host}." for r in domain.mx]
-            for rdtype, values in (("MX", mx), ("A", domain.a), ("AAAA", domain.aaaa)):
+            junk = max((r.preference for r in domain.mx), default=0) + 10  # after the real ones
+            mx += [f"{junk} {exchange}." for exchange in domain.junk_exchanges()]
+            cname = [f"{domain.cname}."] if domain.cname is not None else []
+            for rdtype, values in (
+                ("MX", mx),
+                ("A", (*domain.a, *domain.private_a)),
+                ("AAAA", domain.aaaa),
+                ("CNAME", cname),
+            ):
                 for value in values:
                     self._add(name, domain_ttl, rdtype, value)
             for text in domain.txt:
@@ -86,7 +103,7 @@ class Authority:
                 chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
                 rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
                 self._merge(dns.rrset.from_rdata(name, domain_ttl, rdata))
-            if not (mx or domain.a or domain.aaaa or domain.txt):
+            if name not in self._records:
                 self._records.setdefault(name, {})  # the name exists, with no records (NODATA)
 
     def _add(self, name: dns.name.Name, ttl: int, rdtype: str, value: str) -> dns.rrset.RRset:
@@ -138,10 +155,19 @@ class Authority:
         try:
             return response.to_wire(max_size=limit)
         except dns.exception.TooBig:
-            # RFC 2181 §9: set TC; an empty answer makes the client retry over TCP.
-            response.flags |= dns.flags.TC
-            response.answer, response.authority, response.additional = [], [], []
-            return response.to_wire(max_size=limit)
+            pass
+        if response.additional:
+            # RFC 2181 §9: additional data may be left out without setting TC.
+            response.additional = []
+            try:
+                return response.to_wire(max_size=limit)
+            except dns.exception.TooBig:
+                pass
+        # RFC 2181 §9: set TC; an empty answer makes the client retry over TCP.
+        response.flags |= dns.flags.TC
+        response.answer, response.authority = [], []
+        self.truncated[_key(query.question[0])] += 1
+        return response.to_wire(max_size=limit)
 
     def respond(self, query: dns.message.Message) -> dns.message.Message | None:
         """The response to a parsed ``query``, or None for a dropped name."""
@@ -157,8 +183,7 @@ class Authority:
             return response
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
-        key = (name.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(rdtype))
-        self.queries[key] += 1
+        self.queries[_key(question)] += 1
         zone = self._zone_of(name)
         if question.rdclass != dns.rdataclass.IN or zone is None:
             response.set_rcode(dns.rcode.REFUSED)
@@ -169,20 +194,44 @@ class Authority:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response
         response.flags |= dns.flags.AA
+        name = self._follow_cnames(name, rdtype, response)
+        zone = self._zone_of(name)
+        if zone is None:
+            return response  # the chain leaves the zones: the client asks elsewhere
         if name not in self._exists:
             response.set_rcode(dns.rcode.NXDOMAIN)
             response.authority.append(self._soa[zone])
             return response
         records = self._records.get(name, {})
-        if rdtype == dns.rdatatype.ANY:
+        if rdtype == dns.rdatatype.ANY and records:
             response.answer.extend(records.values())
         elif rdtype in records:
             response.answer.append(records[rdtype])
             if rdtype == dns.rdatatype.MX:
                 response.additional.extend(self._exchange_addresses(records[rdtype]))
-        if not response.answer:
-            response.authority.append(self._soa[zone])  # NODATA (RFC 2308 §2.2)
+        else:
+            response.authority.append(self._soa[zone])  # NODATA (RFC 2308 §2.2), also after a CNAME
         return response
+
+    def _follow_cnames(
+        self, name: dns.name.Name, rdtype: int, response: dns.message.Message
+    ) -> dns.name.Name:
+        """Answer the CNAME chain that starts at ``name``; return the name it ends at.
+
+        Not for CNAME or ANY questions, which the CNAME itself answers. A loop
+        ends where a name repeats, a long chain after ``_MAX_CHAIN`` CNAMEs.
+        """
+        if rdtype in (dns.rdatatype.CNAME, dns.rdatatype.ANY):
+            return name
+        seen: set[dns.name.Name] = set()
+        while name not in seen and len(seen) < _MAX_CHAIN:
+            cname = self._records.get(name, {}).get(dns.rdatatype.CNAME)
+            if cname is None:
+                break
+            seen.add(name)
+            response.answer.append(cname)
+            name = cname[0].target
+        return name
 
     def _exchange_addresses(self, mx: dns.rrset.RRset) -> list[dns.rrset.RRset]:
         found = []
@@ -192,6 +241,13 @@ class Authority:
                 if rrset is not None:
                     found.append(rrset)
         return found
+
+
+def _key(question: dns.rrset.RRset) -> tuple[str, str]:
+    """How queries are counted: the asked name in lower case, and the type."""
+    return question.name.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(
+        question.rdtype
+    )
 
 
 def _form_error(wire: bytes) -> bytes | None:

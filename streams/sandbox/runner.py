@@ -100,6 +100,7 @@ class Sandbox:
             stats.reset()
         if self._dns is not None:
             self._dns.authority.queries.clear()
+            self._dns.authority.truncated.clear()
 
     async def start(self) -> None:
         """Make the TLS certificates, then bind the name server and every mail host.

@@ -6,7 +6,9 @@ verifier must never send it). What the host answers is decided by
 :class:`~streams.sandbox.behaviours.HostPolicy`; this module parses lines,
 keeps the session state and does the I/O. It is hand-written rather than
 built on aiosmtpd so hostile behaviours (dripping replies, endless
-multi-line replies, no banner) can be added at the byte level.
+multi-line replies, no banner) can be played at the byte level: the policy
+returns a :data:`~streams.sandbox.behaviours.Misbehaviour` and
+:meth:`SmtpHostServer._misbehave` sends it.
 
 Robustness: lines are read with a 1000-octet limit (RFC 5321 §4.5.3.1.4),
 bytes are decoded as UTF-8 with ``surrogateescape`` (bad bytes never crash),
@@ -16,12 +18,20 @@ and a connection idle for ``idle_timeout`` gets 421 and is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from streams.sandbox.behaviours import MAX_MESSAGE_SIZE, HostPolicy, Reply
+from streams.sandbox.behaviours import (
+    MAX_MESSAGE_SIZE,
+    HostPolicy,
+    Misbehaviour,
+    Reply,
+    Silence,
+    Trickle,
+)
 from streams.sandbox.connections import ConnectionTasks
 from streams.sandbox.stats import HostStats
 from streams.sandbox.world import Behaviour, Host, World
@@ -182,7 +192,11 @@ class SmtpHostServer:
         if self.host.banner_delay:
             await self._sleep(self.host.banner_delay)
         banner = self._policy.banner(session.client_ip)
-        if not await self._send(writer, banner, delay=False) or banner.close:
+        misbehaviour = self._policy.greeting_misbehaviour(banner)
+        if misbehaviour is not None:
+            if not await self._misbehave(lines, writer, misbehaviour):
+                return
+        elif not await self._send(writer, banner, delay=False) or banner.close:
             return
         while True:
             try:
@@ -194,7 +208,14 @@ class SmtpHostServer:
                 return
             if line is None or session.hang_up:
                 return  # EOF, or disconnect_after_rcpt hangs up without a reply
-            reply = _TOO_LONG if isinstance(line, _LineTooLong) else self._dispatch(session, line)
+            verb, reply = (
+                ("", _TOO_LONG) if isinstance(line, _LineTooLong) else self._dispatch(session, line)
+            )
+            misbehaviour = self._policy.reply_misbehaviour(verb, reply)
+            if misbehaviour is not None:
+                if not await self._misbehave(lines, writer, misbehaviour):
+                    return
+                continue
             if not await self._send(writer, reply) or reply.close:
                 return
             if session.upgrade and not await self._start_tls(session, lines, writer):
@@ -216,6 +237,42 @@ class SmtpHostServer:
             return False
         return True
 
+    async def _misbehave(
+        self, lines: _LineReader, writer: asyncio.StreamWriter, misbehaviour: Misbehaviour
+    ) -> bool:
+        """Send what a hostile host sends instead of a reply; False when the session is over."""
+        if isinstance(misbehaviour, Silence):
+            await self._stay_silent(lines)
+            return False
+        try:
+            if isinstance(misbehaviour, Trickle):
+                await self._trickle(writer, misbehaviour)
+                return not misbehaviour.close
+            for chunk in misbehaviour.chunks():
+                writer.write(chunk)
+                async with asyncio.timeout(self._idle):
+                    await writer.drain()  # a client that stops reading stalls us here
+        except (OSError, TimeoutError):
+            return False
+        return not misbehaviour.close
+
+    async def _trickle(self, writer: asyncio.StreamWriter, trickle: Trickle) -> None:
+        """Send ``trickle.data`` one byte at a time; stops when the client has left."""
+        for index in range(len(trickle.data)):
+            if writer.is_closing():
+                raise ConnectionResetError("the client closed the connection")
+            writer.write(trickle.data[index : index + 1])
+            async with asyncio.timeout(self._idle):
+                await writer.drain()
+            await self._sleep(trickle.interval)
+
+    async def _stay_silent(self, lines: _LineReader) -> None:
+        """Say nothing until the client leaves (or ``idle_timeout``), reading what it sends."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._idle):
+                while await lines.readline() is not None:
+                    pass
+
     async def _start_tls(
         self, session: _Session, lines: _LineReader, writer: asyncio.StreamWriter
     ) -> bool:
@@ -233,11 +290,13 @@ class SmtpHostServer:
         self.stats.tls_sessions += 1
         return True
 
-    def _dispatch(self, session: _Session, raw: bytes) -> Reply:
+    def _dispatch(self, session: _Session, raw: bytes) -> tuple[str, Reply]:
+        """The command's verb (upper case) and the reply to it."""
         line = raw.decode("utf-8", "surrogateescape")
         verb, _, argument = line.strip().partition(" ")
-        handler = self._commands.get(verb.upper())
-        return _UNKNOWN if handler is None else handler(session, argument.strip())
+        verb = verb.upper()
+        handler = self._commands.get(verb)
+        return verb, _UNKNOWN if handler is None else handler(session, argument.strip())
 
     def _ehlo(self, session: _Session, argument: str) -> Reply:
         return self._hello(session, "EHLO", argument)

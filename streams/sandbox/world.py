@@ -6,12 +6,15 @@ built in code with :meth:`World.from_dict`. Every problem raises
 entry and the fix; reading is done by :mod:`streams.sandbox.world_reader`.
 
 The sandbox binds only to loopback, so every address in a world lies in
-``127.0.0.0/8`` (AAAA records may only be ``::1``).
+``127.0.0.0/8`` (AAAA records may only be ``::1``), except a domain's
+``private_a``: RFC 5737 documentation addresses standing for private ones,
+where nothing answers.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +37,11 @@ __all__ = [
     "World",
     "WorldError",
     "load_world",
+    "packaged_worlds",
 ]
+
+#: A packaged world's name, as given to :func:`load_world` (``"hostile"``).
+_WORLD_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 #: The verdict statuses an expectation may name.
 STATUSES = frozenset({"deliverable", "undeliverable", "risky", "unknown"})
@@ -55,6 +62,15 @@ class Behaviour(enum.StrEnum):
     MULTILINE = "multiline"  # Gmail-style multi-line replies
     HELO_ONLY = "helo_only"  # refuses EHLO (502), so clients fall back to HELO
     DOWN = "down"  # nothing listens (connection refused)
+    # Hostile peers (issue 5): what each sends is in sandbox.behaviours.
+    ENDLESS_REPLY = "endless_reply"  # EHLO answered with "250-" lines forever
+    LONG_LINE = "long_line"  # RCPT answered with a 1 MiB line before its CRLF
+    BAD_BYTES = "bad_bytes"  # bytes that are not UTF-8 in banner and reply texts
+    GARBAGE = "garbage"  # RCPT answered with binary bytes where the reply code belongs
+    DRIP = "drip"  # every reply after the banner trickles one byte a second
+    CLOSE_MID_REPLY = "close_mid_reply"  # RCPT answered with one "250-" line, then closes
+    EARLY_REPLY = "early_reply"  # an extra "250" right after the banner: replies run ahead
+    SILENT = "silent"  # accepts the connection and never sends a banner
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,17 @@ class Domain:
     servfail: bool = False  # the name server answers SERVFAIL for this name
     drop: bool = False  # the name server never answers for this name
     ttl: int | None = None  # None: the [dns] ttl
+    # Hostile DNS (issue 5). A CNAME name has no other records (RFC 1034 §3.6.2);
+    # its users and "served" still say how its mail hosts treat its addresses.
+    cname: str | None = None  # the name is an alias (CNAME) of this name
+    # RFC 5737 documentation addresses standing for private ones: published as
+    # A records, nothing listens there, a verifier must refuse to probe them.
+    private_a: tuple[str, ...] = ()
+    junk_mx: int = 0  # this many more MX records, after the listed ones, to junk-N.<name>
+
+    def junk_exchanges(self) -> tuple[str, ...]:
+        """The names of the junk MX records (none of them exists)."""
+        return tuple(f"junk-{n}.{self.name}" for n in range(1, self.junk_mx + 1))
 
     def knows(self, local_part: str) -> bool:
         """Whether ``local_part`` is a known user (case-insensitive)."""
@@ -209,23 +236,59 @@ class World:
     def serves(self, host: Host, domain: Domain) -> bool:
         """Whether ``host`` is a mail host of ``domain`` (served or not).
 
-        A domain with MX records is hosted by its MX hosts; one without MX
-        records (and no null MX) by the host its A records point at - the
-        implicit MX of RFC 5321 §5.1.
+        A domain with MX records is hosted by its MX hosts (an MX may name a
+        CNAME, RFC 2181 §10.3 notwithstanding); one without MX records (and no
+        null MX) by the host its A records point at - the implicit MX of RFC
+        5321 §5.1. An alias (CNAME) domain is hosted where its canonical name is.
         """
-        if domain.null_mx:
+        # Asked for every RCPT: the plain cases first, the CNAME walks only when needed.
+        canonical = domain if domain.cname is None else self._canonical(domain.name)
+        if canonical is None or canonical.null_mx:
             return False
-        if domain.mx:
-            return any(ref.host == host.name for ref in domain.mx)
-        return host.address in domain.a
+        if canonical.mx:
+            if any(ref.host == host.name for ref in canonical.mx):
+                return True
+            return any(self.mail_host(ref.host) == host for ref in canonical.mx)
+        return host.address in canonical.a
+
+    def mail_host(self, name: str) -> Host | None:
+        """The host that exchange ``name`` leads to, following the world's CNAMEs.
+
+        None when it leads to no host: the name is unknown, its A records
+        belong to no host, or its CNAME chain loops.
+        """
+        wanted = name.lower().rstrip(".")
+        host = next((h for h in self.hosts if h.name == wanted), None)
+        if host is not None:
+            return host
+        domain = self._canonical(wanted)
+        if domain is None:
+            return None
+        return next((h for h in self.hosts if h.address in domain.a), None)
+
+    def _canonical(self, name: str) -> Domain | None:
+        """The domain at the end of ``name``'s CNAME chain; None if it is unknown or loops."""
+        seen: set[str] = set()
+        domain = self.domain(name)
+        while domain is not None and domain.cname is not None:
+            if domain.name in seen:
+                return None
+            seen.add(domain.name)
+            host = next((h for h in self.hosts if h.name == domain.cname), None)
+            if host is not None:  # an alias of a mail host: a domain of no other records
+                return Domain(name=host.name, a=(host.address,))
+            domain = self.domain(domain.cname)
+        return domain
 
 
 def load_world(path: str | Path | None = None) -> World:
     """Read and validate a world file.
 
     Args:
-        path: the TOML file, or None for the packaged default world
-            (``streams/sandbox/world.toml``).
+        path: the TOML file; or the name of a world packaged with mxprobe
+            (``"hostile"`` for ``streams/sandbox/hostile.toml``, see
+            :func:`packaged_worlds`) when no file of that name exists; or None
+            for the packaged default world (``streams/sandbox/world.toml``).
 
     Returns:
         The validated world.
@@ -234,18 +297,20 @@ def load_world(path: str | Path | None = None) -> World:
         WorldError: the file cannot be read, is not valid TOML, or describes
             an invalid world; the message names the file, entry and fix.
     """
-    if path is None:
-        source = "streams/sandbox/world.toml (packaged)"
-        raw = resources.files("streams.sandbox").joinpath("world.toml").read_bytes()
+    packaged = _packaged_file(path)
+    if packaged is not None:
+        source = f"streams/sandbox/{packaged} (packaged)"
+        raw = resources.files("streams.sandbox").joinpath(packaged).read_bytes()
     else:
         source = str(path)
         try:
-            raw = Path(path).read_bytes()
+            raw = Path(source).read_bytes()
         except OSError as exc:
             reason = exc.strerror or str(exc)
+            names = ", ".join(packaged_worlds())
             raise WorldError(
-                f"{source}: cannot read the world file ({reason}); check the path "
-                "or omit it to use the packaged default world."
+                f"{source}: cannot read the world file ({reason}); check the path, "
+                f"name a packaged world ({names}), or omit it to use the packaged default world."
             ) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -254,3 +319,19 @@ def load_world(path: str | Path | None = None) -> World:
     except tomllib.TOMLDecodeError as exc:
         raise WorldError(f"{source}: the world file is not valid TOML ({exc}); fix it.") from exc
     return World.from_dict(data, source=source)
+
+
+def packaged_worlds() -> tuple[str, ...]:
+    """The names of the worlds packaged with mxprobe (``world`` is the default)."""
+    files = resources.files("streams.sandbox").iterdir()
+    return tuple(sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml")))
+
+
+def _packaged_file(path: str | Path | None) -> str | None:
+    """The packaged file ``path`` stands for, or None when it is a path to read."""
+    if path is None:
+        return "world.toml"
+    name = str(path)
+    if not _WORLD_NAME.fullmatch(name) or Path(name).exists():
+        return None  # an existing file wins over a packaged world of the same name
+    return f"{name}.toml" if name in packaged_worlds() else None

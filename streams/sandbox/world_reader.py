@@ -48,7 +48,17 @@ _EXPECT_KEYS = ("address", "status", "reason", "behaviour", "note", "after_retry
 _DOMAIN_KEYS = (
     *("name", "mx", "a", "aaaa", "null_mx", "txt", "users"),
     *("served", "servfail", "drop", "ttl"),
+    *("cname", "private_a", "a_network", "junk_mx"),
 )
+# Stand-ins for private addresses: documentation only (RFC 5737), so that a
+# probe that wrongly tries one reaches nobody.
+_DOCUMENTATION = tuple(
+    ipaddress.IPv4Network(net) for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+_MAX_A_NETWORK = 1024  # addresses: their A answer still fits one TCP message
+_MAX_JUNK_MX = 1000  # records: their MX answer still fits one TCP message (RFC 1035 §4.2.2)
+# Record keys a CNAME excludes (RFC 1034 §3.6.2: a CNAME has no other data).
+_RECORD_KEYS = ("mx", "a", "aaaa", "null_mx", "txt", "private_a", "a_network", "junk_mx")
 # Parameters that only mean something for one behaviour; the rest apply to all.
 _BEHAVIOUR_PARAMS: Mapping[Behaviour, tuple[str, ...]] = {
     Behaviour.GREYLIST: ("greylist_delay",),
@@ -310,7 +320,7 @@ def _read_domain(data: object, source: str, index: int) -> Domain:
     domain = Domain(
         name=name,
         mx=tuple(mx),
-        a=tuple(table.loopback("a", text) for text in table.texts("a")),
+        a=(*(table.loopback("a", text) for text in table.texts("a")), *_a_network(table)),
         aaaa=("::1",) if aaaa else (),
         null_mx=table.flag("null_mx", False),
         txt=txt,
@@ -319,7 +329,16 @@ def _read_domain(data: object, source: str, index: int) -> Domain:
         servfail=table.flag("servfail", False),
         drop=table.flag("drop", False),
         ttl=table.optional_integer("ttl"),
+        cname=table.name("cname") if "cname" in table.data else None,
+        private_a=tuple(_documentation(table, text) for text in table.texts("private_a")),
+        junk_mx=table.integer("junk_mx", 0, high=_MAX_JUNK_MX),
     )
+    records = [key for key in _RECORD_KEYS if table.data.get(key)]
+    if domain.cname is not None and records:
+        raise table.error(
+            f"cname is given with {', '.join(records)}",
+            "a CNAME name has no other records (RFC 1034 §3.6.2): keep only the cname",
+        )
     if domain.null_mx and domain.mx:
         raise table.error(
             "null_mx = true but mx entries are given",
@@ -328,6 +347,40 @@ def _read_domain(data: object, source: str, index: int) -> Domain:
     if domain.servfail and domain.drop:
         raise table.error("servfail and drop are both true", "choose one of them")
     return domain
+
+
+def _documentation(table: _Table, text: str) -> str:
+    """A ``private_a`` entry: an IPv4 documentation address (RFC 5737)."""
+    try:
+        address = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        address = None
+    if address is None or not any(address in net for net in _DOCUMENTATION):
+        raise table.error(
+            f"private_a {text!r} is not an RFC 5737 documentation address",
+            "use 192.0.2.x, 198.51.100.x or 203.0.113.x (they stand for private addresses "
+            "and reach nobody if a probe wrongly tries them)",
+        )
+    return str(address)
+
+
+def _a_network(table: _Table) -> tuple[str, ...]:
+    """The A records of ``a_network``: every host address of a loopback network."""
+    text = table.text("a_network", "")
+    if not text:
+        return ()
+    try:
+        network = ipaddress.IPv4Network(text.strip())
+    except ValueError:
+        problem = f"a_network {text!r} is not an IPv4 network"
+        fix = 'write a network address and prefix, e.g. "127.0.54.0/23"'
+        raise table.error(problem, fix) from None
+    if not network.subnet_of(_LOOPBACK) or network.num_addresses > _MAX_A_NETWORK:
+        raise table.error(
+            f"a_network {text!r} is not a loopback network of at most {_MAX_A_NETWORK} addresses",
+            "use a prefix of /22 or longer inside 127.0.0.0/8, e.g. 127.0.54.0/23",
+        )
+    return tuple(str(address) for address in network.hosts())
 
 
 def _read_expectation(data: object, source: str, index: int) -> Expectation:
@@ -392,12 +445,19 @@ def _check_world(world: World) -> None:
             raise fail(where, "the domain is defined twice", "merge the two entries")
         domain_names.add(domain.name)
         for ref in domain.mx:
-            if ref.host not in host_names:
+            if ref.host not in host_names and world.domain(ref.host) is None:
                 raise fail(
                     where,
                     f"MX host {ref.host!r} is referenced but not defined",
-                    f'add a [[hosts]] entry with name = "{ref.host}" or fix the name',
+                    f'add a [[hosts]] entry with name = "{ref.host}" (or a [[domains]] '
+                    "entry for a name with A records or a cname) or fix the name",
                 )
+        if domain.cname is not None and not _in_zones(domain.cname, world.dns.zones):
+            raise fail(
+                where,
+                f"cname {domain.cname!r} is outside the zones {list(world.dns.zones)}",
+                "point it at a name inside the zones (the sandbox answers only for them)",
+            )
     for kind, names in (("hosts", host_names), ("domains", domain_names)):
         for name in sorted(names):
             if name in name_servers:
@@ -406,9 +466,13 @@ def _check_world(world: World) -> None:
                     "the name is reserved for the sandbox's name server",
                     "rename the entry",
                 )
-            if not any(name == zone or name.endswith("." + zone) for zone in world.dns.zones):
+            if not _in_zones(name, world.dns.zones):
                 raise fail(
                     f"[[{kind}]] {name!r}",
                     f"the name is outside the zones {list(world.dns.zones)}",
                     "add its zone to [dns] zones or rename the entry",
                 )
+
+
+def _in_zones(name: str, zones: Collection[str]) -> bool:
+    return any(name == zone or name.endswith("." + zone) for zone in zones)
