@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
+    "INPUT_MAX_CHARS",
     "LOCAL_PART_MAX_OCTETS",
     "SPECIAL_USE_TLDS",
     "UNALLOWABLE_TLDS",
@@ -42,6 +43,13 @@ __all__ = [
 #: RFC 5321 §4.5.3.1.1: "The maximum total length of a user name or other
 #: local-part is 64 octets."
 LOCAL_PART_MAX_OCTETS = 64
+
+#: Longest text worth parsing. An address has at most 254 octets (RFC 5321
+#: §4.5.3.1.3, with RFC 3696 errata 1690); quotes, full-width dots and
+#: decomposed characters make a valid one longer as typed, never this long.
+#: Longer text is refused before anything scans it (a 10 MB field takes
+#: seconds to scan, and its sentence would quote it).
+INPUT_MAX_CHARS = 1024
 
 #: Top-level domains that never receive Internet mail, with what they are
 #: reserved for. They and all their subdomains are refused unless allowed.
@@ -124,6 +132,9 @@ _EITHER_SIDE = None
 _ERROR_CODES: tuple[tuple[re.Pattern[str], SyntaxCode | None], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), code)
     for pattern, code in (
+        # First: the tail of this message is character names ("SOFT HYPHEN"),
+        # which the rows below would misread.
+        (r"two periods in a row|unsafe characters", _EITHER_SIDE),
         (r"display name|angle bracket|anything after the email address", SyntaxCode.DISPLAY_NAME),
         (r"must have an @-sign|instead of a regular at-sign", SyntaxCode.MISSING_AT),
         (r"something before the @-sign", SyntaxCode.EMPTY_LOCAL),
@@ -141,7 +152,6 @@ _ERROR_CODES: tuple[tuple[re.Pattern[str], SyntaxCode | None], ...] = tuple(
             r"after the @-sign|cannot end with a|hyphen|two dashes|top-level domain",
             SyntaxCode.INVALID_DOMAIN,
         ),
-        (r"two periods in a row|unsafe characters", _EITHER_SIDE),
     )
 )
 
@@ -170,6 +180,12 @@ def parse_address(
     stripped = text.strip(_SURROUNDING_BLANKS)
     if not stripped:
         return SyntaxProblem(SyntaxCode.EMPTY, "The address is empty.")
+    if len(stripped) > INPUT_MAX_CHARS:
+        return SyntaxProblem(
+            SyntaxCode.TOO_LONG,
+            f"The address is {len(stripped)} characters long; an address has at most 254 "
+            "octets (RFC 5321 §4.5.3.1.3), so check that the field holds one address.",
+        )
     bad = _control_character(stripped)
     if bad is not None:
         return SyntaxProblem(

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
 import faust
+from faust.exceptions import ProducerSendError
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
@@ -61,6 +62,7 @@ from streams.pipeline.records import (
     RetryEvent,
     VerdictRecord,
     datetime_from_seconds,
+    email_field,
     seconds_from_datetime,
     verdict_record,
 )
@@ -331,7 +333,10 @@ class Pipeline:
         except Exception as exc:
             log.exception("pipeline.handler_failed")
             for event in events:
-                await self._dead_letter(event, _failure(exc))
+                try:
+                    await self._dead_letter(event, _failure(exc))
+                except Exception:  # the DLQ itself failed: log, never stop the stream
+                    log.exception("pipeline.dead_letter_failed")
 
     async def _intake(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
@@ -371,6 +376,13 @@ class Pipeline:
     async def _intake_one(self, event: EventT[bytes]) -> DomainTask | None:
         """Decode and parse one request; returns it when intake should resolve it here."""
         request = decode(event.message.value or b"", AddressRequest)
+        if not request.request_id:
+            await self._dead_letter(
+                event,
+                "This AddressRequest has an empty request_id, so its verdict could not be told "
+                "from others; give every request an id of its own (a UUID).",
+            )
+            return None
         if await self._resend(request):
             return None
         parsed = self.verifier.parse(request.email)
@@ -684,11 +696,18 @@ class Pipeline:
         self.sent.data[key] = value
 
     async def _resend(self, request: AddressRequest) -> bool:
-        """Send again the verdict already sent for ``request``, if there is one."""
+        """Send again the verdict already sent for ``request``, if there is one.
+
+        Only for the same request: an id reused for another address is a new
+        request (its verdict then replaces the one kept).
+        """
         value = self.sent.data.get(request.request_id.encode())
         if value is None:
             return False
-        await self.verdicts.send(key=request.request_id.encode(), value=value[_SENT_HEADER.size :])
+        record = value[_SENT_HEADER.size :]
+        if decode(record, VerdictRecord).email != email_field(request.email):
+            return False
+        await self.verdicts.send(key=request.request_id.encode(), value=record)
         self.resent += 1
         return True
 
@@ -721,7 +740,17 @@ class Pipeline:
                 "error": error,
             },
         )
-        await self.dlq.send(key=message.key, value=encode(letter))
+        try:
+            await self.dlq.send(key=message.key, value=encode(letter))
+        except ProducerSendError as exc:  # over max_request_size: keep where it is, not what
+            size = len(letter.value)
+            error = (
+                f"{error} The event's {size} bytes are left out of this letter ({exc}); "
+                f"read them at {message.topic} partition {message.partition} "
+                f"offset {message.offset}."
+            )
+            short = dataclasses.replace(letter, value=b"", error=error)
+            await self.dlq.send(key=message.key, value=encode(short))
         self.dead_letters += 1
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "VerdictRecord",
     "datetime_from_millis",
     "datetime_from_seconds",
+    "email_field",
     "from_avro",
     "seconds_from_datetime",
     "to_avro",
@@ -50,6 +51,10 @@ __all__ = [
 #: The version a Verdict written by this code carries in ``schema_version``;
 #: raise it with every change of ``schemas/Verdict.avsc``.
 VERDICT_SCHEMA_VERSION: Final = 1
+
+#: The most characters of the submitted address a verdict repeats in ``email``:
+#: beyond any address (254 octets), and a verdict stays a few kB whatever came in.
+EMAIL_FIELD_LIMIT: Final = 1024
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS: Final = {status.value: status for status in Status}  # 20 times faster than Status(...)
@@ -137,6 +142,13 @@ class VerdictRecord:
         )
 
 
+def email_field(email: str) -> str:
+    """The submitted address as a verdict repeats it: whole, or cut to EMAIL_FIELD_LIMIT."""
+    if len(email) > EMAIL_FIELD_LIMIT:
+        return email[: EMAIL_FIELD_LIMIT - 1] + "…"
+    return email
+
+
 def verdict_record(
     verdict: Verdict, request: AddressRequest, *, verified_at: datetime
 ) -> VerdictRecord:
@@ -147,7 +159,7 @@ def verdict_record(
     """
     return VerdictRecord(
         request_id=request.request_id,
-        email=verdict.email,
+        email=email_field(verdict.email),
         normalized_email=verdict.normalized,
         ascii_email=verdict.ascii_email,
         status=verdict.status,

@@ -14,6 +14,7 @@ from support import SandboxThread, requests_for
 from streams.assembly import verifier_factory
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.codecs import decode, encode
+from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
 from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
 from streams.sandbox import load_world
@@ -181,6 +182,36 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
     assert [r.request_id for r in records] == [request[0].request_id] * 2
     assert records[1] == records[0]  # every field, verified_at and latency_ms included
     assert resent == 1
+
+
+async def test_a_request_id_reused_for_another_address_gets_its_own_verdict(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """The id of an answered request, reused for another address: verified, not re-sent."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        assert running.pipeline is not None
+        [first] = await running.verify(requests_for(["alice@strict.test"]), timeout=60)
+        reused = [InputRequest("nobody@strict.test", first.request_id, "test", 3600)]
+        await produce_requests(
+            kafka_broker.bootstrap, settings.input_topic, reused, allowed_tlds=("test",)
+        )
+        records: list[VerdictRecord] = []
+        stream = read_verdicts(kafka_broker.bootstrap, settings.verdict_topic)
+        try:
+            async with asyncio.timeout(60):
+                async for record in stream:
+                    records.append(record)
+                    if len(records) == 2:
+                        break
+        finally:
+            await stream.aclose()
+        resent = running.pipeline.resent
+    assert [(r.email, r.status.value) for r in records] == [
+        ("alice@strict.test", "deliverable"),
+        ("nobody@strict.test", "undeliverable"),
+    ]
+    assert resent == 0
 
 
 async def count_records(bootstrap: str, topic: str, partitions: int) -> int:

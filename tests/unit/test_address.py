@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from streams.core.address import (
+    INPUT_MAX_CHARS,
     SPECIAL_USE_TLDS,
     UNALLOWABLE_TLDS,
     Address,
@@ -403,3 +405,178 @@ def test_parsed_addresses_hold_no_control_characters_and_fit_smtp(text: str) -> 
     assert len(result.normalized.encode()) <= 254
     assert result.domain == result.domain.lower()
     assert result.ascii_domain.isascii()
+
+
+# --- Hostile input (issue 5, "Bad input") ---------------------------------------------
+#
+# Invisible and direction-changing characters are refused (email-validator's
+# "unsafe characters": categories Cf, Zs but space, Co, Cn, ...), on the side of
+# the @-sign that holds them. Look-alikes from other scripts are other names:
+# IDNA 2008 has no mixed-script rule (that is registry policy, UTS #39), so
+# "pаypal.com" with a Cyrillic а is a valid domain of its own, verified as such
+# and never folded into its Latin look-alike; a Hebrew letter inside a Latin
+# label breaks the Bidi rule (RFC 5893 §2) and is refused.
+
+INVISIBLE = [
+    ("alice\u200f@example.com", SyntaxCode.INVALID_LOCAL),  # right-to-left mark
+    ("alice@\u200eexample.com", SyntaxCode.INVALID_DOMAIN),  # left-to-right mark
+    ("\u202eecila@example.com", SyntaxCode.INVALID_LOCAL),  # right-to-left override
+    ("\u202dalice@example.com", SyntaxCode.INVALID_LOCAL),  # left-to-right override
+    ("ali\u200dce@example.com", SyntaxCode.INVALID_LOCAL),  # zero width joiner
+    ("alice@exa\u200dmple.com", SyntaxCode.INVALID_DOMAIN),
+    ("ali\u200cce@example.com", SyntaxCode.INVALID_LOCAL),  # zero width non-joiner
+    ("alice@exa\u200cmple.com", SyntaxCode.INVALID_DOMAIN),
+    ("\ufeffalice@example.com", SyntaxCode.INVALID_LOCAL),  # byte order mark
+    ("alice\u2060@example.com", SyntaxCode.INVALID_LOCAL),  # word joiner
+    ("alice@exam\u2060ple.com", SyntaxCode.INVALID_DOMAIN),
+    ("alice\u00a0@example.com", SyntaxCode.INVALID_LOCAL),  # no-break space
+    ("alice\ue000@example.com", SyntaxCode.INVALID_LOCAL),  # private use
+    ("alice\U000e0041@example.com", SyntaxCode.INVALID_LOCAL),  # tag character
+    ("alice\ud800@example.com", SyntaxCode.INVALID_LOCAL),  # lone surrogate
+    ("alice@exa\u00admple.com", SyntaxCode.INVALID_DOMAIN),  # soft hyphen
+    ("alice@str\u05d0ct.com", SyntaxCode.INVALID_DOMAIN),  # Hebrew letter in a Latin label
+]
+
+
+@pytest.mark.parametrize(("text", "code"), INVISIBLE)
+def test_invisible_and_direction_characters_are_refused_on_their_side(
+    text: str, code: SyntaxCode
+) -> None:
+    """Marks, joiners, overrides and other unsafe characters: refused, blamed on their side."""
+    assert problem(text).code is code
+
+
+def test_a_soft_hyphen_in_the_local_part_is_blamed_on_the_local_part() -> None:
+    """The name of the character in the sentence does not decide the side."""
+    assert problem("ali\u00adce@example.com").code is SyntaxCode.INVALID_LOCAL
+
+
+@pytest.mark.parametrize(("text", "_code"), INVISIBLE)
+def test_an_unsafe_character_is_named_in_the_sentence(text: str, _code: SyntaxCode) -> None:
+    """The sentence names the character, so a person can find what they cannot see."""
+    message = problem(text).message
+    assert message[:1].isupper() and message.endswith(".")
+    assert "unsafe characters" in message or "invalid" in message
+
+
+# (input, Unicode domain): look-alikes of Latin letters from other scripts.
+CONFUSABLE_DOMAINS = [
+    ("alice@p\u0430ypal.com", "p\u0430ypal.com"),  # Cyrillic а
+    ("alice@PA\u0423PAL.com", "pa\u0443pal.com"),  # Cyrillic У, lower-cased
+    ("alice@g\u03bfogle.com", "g\u03bfogle.com"),  # Greek ο
+    ("alice@\u0440\u0430\u0443\u0440\u0430l.com", "\u0440\u0430\u0443\u0440\u0430l.com"),
+]
+
+
+@pytest.mark.parametrize(("text", "domain"), CONFUSABLE_DOMAINS)
+def test_a_look_alike_domain_is_a_domain_of_its_own(text: str, domain: str) -> None:
+    """A mixed-script domain parses as itself: its A-label decodes back to it, never to Latin."""
+    address = parsed(text)
+    assert address.domain == domain
+    label, _, tld = address.ascii_domain.partition(".")
+    assert label.startswith("xn--") and tld == "com"
+    assert label[4:].encode().decode("punycode") == domain.partition(".")[0]
+    assert address.ascii_email == f"alice@{address.ascii_domain}"
+
+
+@pytest.mark.parametrize("local", ["\u0430lice", "ab\u03b1", "\u0430\u0440ple"])
+def test_a_mixed_script_local_part_needs_smtputf8(local: str) -> None:
+    """A local part with a look-alike letter is another mailbox, only sendable with SMTPUTF8."""
+    address = parsed(f"{local}@example.com")
+    assert address.local_part == local
+    assert address.smtputf8 and address.ascii_email is None
+
+
+HUGE = 1024 * 1024
+
+# A megabyte in one field: no address, but what a broken producer may send.
+HUGE_INPUTS = {
+    "local part": "a" * HUGE + "@example.com",
+    "no @-sign": "a" * HUGE,
+    "Cyrillic local part": "\u0430" * HUGE + "@example.com",
+    "domain": "alice@" + "b" * HUGE + ".com",
+    "labels": "alice@" + "b." * (HUGE // 2) + "com",
+    "control character at the end": "a" * HUGE + "@example.com\n",
+}
+
+
+@pytest.mark.parametrize("text", HUGE_INPUTS.values(), ids=HUGE_INPUTS.keys())
+def test_a_megabyte_of_text_gets_a_short_sentence(text: str) -> None:
+    """A field of a megabyte is refused with a sentence that does not repeat it."""
+    message = problem(text).message
+    assert len(message) < 400
+
+
+def test_a_huge_special_use_domain_gets_a_short_sentence() -> None:
+    """A megabyte under .example: refused, without quoting it back."""
+    assert len(problem("alice@" + "b" * HUGE + ".example").message) < 400
+
+
+def test_text_longer_than_any_address_is_refused_before_it_is_scanned() -> None:
+    """Over INPUT_MAX_CHARS: too long, even when a control character or an unsafe one
+    comes later (nothing scanned it), with a sentence that gives its length."""
+    for text in ("a" * (INPUT_MAX_CHARS + 1), "a" * INPUT_MAX_CHARS + "\n@example.com"):
+        refused = problem(text)
+        assert refused.code is SyntaxCode.TOO_LONG
+        assert str(len(text)) in refused.message and len(refused.message) < 400
+    assert problem("a" * 60 + "\n@example.com").code is SyntaxCode.CONTROL_CHARACTER
+
+
+# Characters that make trouble: look-alikes, invisibles, marks, controls, at-signs.
+TROUBLE = st.sampled_from(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0456\u03bf\u03b1\u05d0\u0627"  # look-alikes
+    "\u200b\u200c\u200d\u200e\u200f\u202e\u2060\ufeff\u00ad"  # invisible
+    "\u0301\u0308\ufe0f\uff20\uff0e\u3002\ud800\r\n\0"  # marks, at-signs, dots, controls
+)
+LOOK_ALIKES = st.sampled_from("\u0430\u0435\u043e\u0440\u0441\u0443\u0456\u03bf\u03b1\u0301")
+
+
+def inserted(
+    texts: st.SearchStrategy[str], extra: st.SearchStrategy[str]
+) -> st.SearchStrategy[str]:
+    """``texts`` with one to three of ``extra`` put in at some position."""
+    return st.builds(
+        lambda text, at, more: text[:at] + more + text[at:],
+        texts,
+        st.integers(min_value=0, max_value=40),
+        st.text(extra, min_size=1, max_size=3),
+    )
+
+
+HOSTILE_TEXT = st.text(st.characters(exclude_categories=())) | inserted(ADDRESSES, TROUBLE)
+# Addresses with look-alikes in them: most of these parse.
+LOOK_ALIKE_ADDRESSES = inserted(st.emails(), LOOK_ALIKES)
+
+
+@given(HOSTILE_TEXT)
+def test_hostile_text_gives_a_value_and_the_same_one_each_time(text: str) -> None:
+    """Any text, surrogates and look-alikes included: a value, and the same value again."""
+    first = parse_address(text, allowed_tlds=["test"])
+    assert isinstance(first, Address | SyntaxProblem)
+    assert parse_address(text, allowed_tlds=["test"]) == first
+
+
+@given(HOSTILE_TEXT | LOOK_ALIKE_ADDRESSES)
+def test_an_address_from_hostile_text_keeps_every_invariant(text: str) -> None:
+    """Whatever the input, an accepted Address is consistent, safe for SMTP and stable."""
+    result = parse_address(text, allowed_tlds=["test"])
+    assume(isinstance(result, Address))
+    assert isinstance(result, Address)
+    assert result.original == text
+    assert result.normalized == f"{result.local_part}@{result.domain}"
+    assert not any(unicodedata.category(char) in ("Cc", "Cs", "Cf") for char in result.normalized)
+    assert len(result.local_part.encode()) <= 64
+    assert result.ascii_domain.isascii() and result.ascii_domain == result.ascii_domain.lower()
+    assert (result.ascii_email is None) is result.smtputf8
+    again = parse_address(result.normalized, allowed_tlds=["test"])
+    assert again == dataclasses.replace(result, original=result.normalized)
+
+
+@given(HOSTILE_TEXT)
+def test_a_problem_from_hostile_text_is_a_sentence(text: str) -> None:
+    """Whatever the input, a refusal has a stable code and a sentence."""
+    result = parse_address(text, allowed_tlds=["test"])
+    assume(isinstance(result, SyntaxProblem))
+    assert isinstance(result, SyntaxProblem)
+    assert result.code in set(SyntaxCode)
+    assert result.message[:1].isupper() and result.message.endswith(".")

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from faust.exceptions import ValueDecodeError
 from faust.serializers import Registry
 from faust.serializers import codecs as faust_codecs
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from streams.adapters.smtp_probe import Target
@@ -666,3 +667,134 @@ def test_reasons_raised_below_the_codecs_are_codec_problems(tmp_path: Path) -> N
             fail()
         reasons.append(CodecProblem(caught.value.reason))
     assert len(set(reasons)) == len(failures)
+
+
+# -- hostile bytes (issue 5, "Bad input") ----------------------------------------------
+#
+# Whatever arrives on a topic, decode gives a record of the kind asked for or
+# a CodecError with a documented reason; nothing else escapes, and nothing
+# takes long, whatever lengths and counts the bytes claim.
+
+#: Every header a reader may meet: C3 01 and a fingerprint of a current or previous schema.
+KNOWN_HEADERS = sorted(
+    {
+        MAGIC + schema.fingerprint
+        for schema in [*schemas.current_schemas().values(), *schemas.previous_schemas().values()]
+    }
+)
+REASONS = {problem.value for problem in CodecProblem}
+
+
+def decoded_or_reason(data: bytes, kind: type[Record]) -> Record | str:
+    """The record ``data`` holds, or the reason of the CodecError (any other error escapes)."""
+    try:
+        return decode(data, kind)
+    except CodecError as exc:
+        return exc.reason
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+@given(header=st.sampled_from(KNOWN_HEADERS), body=st.binary(max_size=300))
+def test_garbage_after_any_known_header_is_a_record_or_a_codec_error(
+    kind: type[Record], header: bytes, body: bytes
+) -> None:
+    """Any known fingerprint (any type, current or previous) before random bytes: no other error."""
+    result = decoded_or_reason(header + body, kind)
+    assert type(result) is kind or result in REASONS
+
+
+@given(record=RECORDS, data=st.data())
+def test_a_corrupted_encoding_is_a_record_or_a_codec_error(
+    record: Record, data: st.DataObject
+) -> None:
+    """An encoding with a few bytes of its body changed: a record of its type, or CodecError."""
+    encoded = bytearray(encode(record))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        at = data.draw(st.integers(min_value=10, max_value=len(encoded) - 1))
+        encoded[at] = data.draw(st.integers(min_value=0, max_value=255))
+    result = decoded_or_reason(bytes(encoded), type(record))
+    assert type(result) is type(record) or result in REASONS
+
+
+@given(
+    fingerprint=st.binary(min_size=8, max_size=8),
+    body=st.binary(max_size=100),
+    kind=st.sampled_from(KINDS),
+)
+def test_any_unknown_fingerprint_is_unknown_schema(
+    fingerprint: bytes, body: bytes, kind: type[Record]
+) -> None:
+    """C3 01 and a fingerprint no schema has: CodecError (unknown_schema), naming it."""
+    assume(MAGIC + fingerprint not in KNOWN_HEADERS)
+    with pytest.raises(CodecError, match=fingerprint.hex()) as caught:
+        decode(MAGIC + fingerprint + body, kind)
+    assert caught.value.reason == "unknown_schema"
+
+
+SHARED_TOPICS: list[tuple[type[Record], ...]] = [(DomainTask, RetryEvent), (HostTask, RetryEvent)]
+
+
+@pytest.mark.parametrize("kinds", SHARED_TOPICS, ids=lambda ks: "|".join(k.__name__ for k in ks))
+@given(
+    data=st.binary(max_size=200)
+    | st.builds(bytes.__add__, st.sampled_from(KNOWN_HEADERS), st.binary(max_size=200))
+)
+def test_decode_any_gives_one_of_its_kinds_or_a_codec_error(
+    kinds: tuple[type[Record], ...], data: bytes
+) -> None:
+    """Random bytes on a topic of two record types: one of them, or CodecError."""
+    try:
+        result = codecs.decode_any(data, kinds)
+    except CodecError as exc:
+        assert exc.reason in REASONS
+        return
+    assert type(result) in kinds
+
+
+@given(task=DOMAIN_TASKS | HOST_TASKS | RETRIES)
+def test_decode_any_round_trips_the_records_of_a_shared_topic(
+    task: DomainTask | HostTask | RetryEvent,
+) -> None:
+    """A task or a retry event comes back from decode_any as itself, told by its fingerprint."""
+    kinds = (DomainTask, RetryEvent) if isinstance(task, DomainTask) else (HostTask, RetryEvent)
+    assert codecs.decode_any(encode(task), kinds) == task
+
+
+def avro_long(number: int) -> bytes:
+    """``number`` as Avro writes a long: zig-zag, then base-128 varint (Avro spec, "Encodings")."""
+    value = (number << 1) ^ (number >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_REQUEST_BYTES = encode(dataclasses.replace(REQUEST, attributes={}))
+
+
+def test_the_request_bytes_end_with_the_empty_map() -> None:
+    """The claims below replace the last byte: the attribute map's closing block count 0."""
+    assert decode(_REQUEST_BYTES[:-1] + avro_long(0), AddressRequest).attributes == {}
+
+
+# Bytes after a valid AddressRequest header that claim far more than they hold.
+CLAIMS = {
+    "a string of 2**62 bytes": _REQUEST_BYTES[:10] + avro_long(2**62) + b"abc",
+    "a string of -5 bytes": _REQUEST_BYTES[:10] + avro_long(-5) + b"abc",
+    "a varint that never ends": _REQUEST_BYTES[:10] + b"\xff" * 64,
+    "a map of 2**62 entries": _REQUEST_BYTES[:-1] + avro_long(2**62) + b"\x02k\x02v",
+    "a map block of -2**62 entries": _REQUEST_BYTES[:-1] + avro_long(-(2**62)) + avro_long(4),
+    "a map of 2**20 empty entries": _REQUEST_BYTES[:-1] + avro_long(2**20) + b"\x00\x00" * 100,
+}
+
+
+@pytest.mark.parametrize("data", CLAIMS.values(), ids=CLAIMS.keys())
+def test_lengths_and_counts_beyond_the_data_are_a_quick_codec_error(data: bytes) -> None:
+    """Claimed sizes are never trusted: CodecError (truncated or malformed) at once."""
+    started = time.perf_counter()
+    with pytest.raises(CodecError) as caught:
+        decode(data, AddressRequest)
+    assert time.perf_counter() - started < 1
+    assert caught.value.reason in ("truncated", "malformed")

@@ -8,6 +8,7 @@ behaviour per row; the properties state the safety rules for any reply.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,3 +555,68 @@ def test_from_message_keeps_a_text_without_status_code(code: int, body: list[str
     """A text that starts with no status code (and ends with no qmail one) stays whole."""
     text = "\n".join(body)
     assert SmtpReply.from_message(code, text) == SmtpReply(code, text, None)
+
+
+# --- Hostile replies (issue 5, "Bad input") -----------------------------------------
+#
+# from_message and classify together, as the adapter calls them, on what a
+# hostile or broken server may send: any text, bytes that are not UTF-8 (as
+# aiosmtplib decodes them, with surrogateescape), and very long text.
+
+raw_bytes = st.binary(max_size=200).map(lambda data: data.decode("utf-8", "surrogateescape"))
+any_text = st.text(st.characters(exclude_categories=()), max_size=200)
+status_words = st.lists(st.one_of(wording, statuses, st.just("(#5.1.1)")), max_size=4).map(" ".join)
+hostile_messages = st.one_of(any_text, raw_bytes, status_words, texts).map(str)
+
+
+@given(code=st.integers(), message=hostile_messages, phase=phases)
+def test_any_message_parses_and_classifies(code: int, message: str, phase: Phase) -> None:
+    """classify(from_message(code, text)) gives a ReplyClass for any code and any text."""
+    assert isinstance(classify(SmtpReply.from_message(code, message), phase), ReplyClass)
+
+
+@given(
+    code=st.integers(min_value=400, max_value=499),
+    prefix=st.one_of(st.just(""), statuses.map("{} ".format)),
+    message=hostile_messages,
+    phase=phases,
+)
+def test_a_4xx_message_never_says_the_mailbox_is_gone(
+    code: int, prefix: str, message: str, phase: Phase
+) -> None:
+    """A 4xx, whatever status code and words its text holds, is never a missing mailbox."""
+    reply = SmtpReply.from_message(code, prefix + message)
+    assert classify(reply, phase) not in {R.MAILBOX_NOT_FOUND, R.MAILBOX_DISABLED}
+
+
+@given(code=st.integers(min_value=400, max_value=499), body=hostile_messages)
+def test_a_4xx_message_never_takes_a_5xx_status_code(code: int, body: str) -> None:
+    """A 5.x.x status in a 4xx reply stays text (RFC 3463 §2): the reply is not made permanent."""
+    reply = SmtpReply.from_message(code, f"5.1.1 {body}")
+    assert reply.enhanced is None or reply.enhanced.startswith("4.")
+
+
+SIZE = 256 * 1024
+
+# Shapes of a long reply text a broken or hostile server might send (the
+# adapter bounds what it reads; classify must not depend on that for safety).
+HUGE_REPLIES = {
+    "one line": "x" * SIZE,
+    "not UTF-8": (b"\xff\xfe" * (SIZE // 2)).decode("utf-8", "surrogateescape"),
+    "mailbox wording, repeated": "5.1.1 User unknown\n" * (SIZE // 19),
+    "qmail codes, repeated": "(#5.1.1) " * (SIZE // 9),
+    "open qmail codes": "(#5.1.1 " * (SIZE // 8),
+    "status-like digits": "5.5.5." * (SIZE // 6),
+    "blanks before a qmail code": " " * SIZE + "(#5.1.1)",
+}
+
+
+@pytest.mark.parametrize("code", [450, 550])
+@pytest.mark.parametrize("message", HUGE_REPLIES.values(), ids=HUGE_REPLIES.keys())
+def test_a_long_reply_classifies_quickly(code: int, message: str) -> None:
+    """256 kB of text classifies in well under seconds (no pattern backtracks without
+    bound), and a 4xx still never says the mailbox is gone."""
+    started = time.perf_counter()
+    result = classify(SmtpReply.from_message(code, message), Phase.RCPT)
+    assert time.perf_counter() - started < 5
+    assert code >= 500 or result not in {R.MAILBOX_NOT_FOUND, R.MAILBOX_DISABLED}
