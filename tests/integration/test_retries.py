@@ -199,7 +199,7 @@ async def test_a_421_cuts_the_budget_and_repeated_failures_pause_the_host(
 async def test_live_requests_overtake_a_backlog_of_bulk_requests(
     sb: SandboxThread, kafka_broker: EmbeddedBroker
 ) -> None:
-    """300 bulk requests at 20 RCPT/s take 15 s; 10 live ones sent a second later are
+    """200 bulk requests at 20 RCPT/s take 10 s; 10 live ones sent a second later are
     answered within a few seconds, long before the bulk backlog is done."""
     settings = settings_for(
         sb,
@@ -209,7 +209,7 @@ async def test_live_requests_overtake_a_backlog_of_bulk_requests(
         retry_delays=(0.5, 1.0),
         retry_attempts="budget=200",
     )
-    bulk = requests_for([f"bulk{i}@strict.test" for i in range(300)])
+    bulk = requests_for([f"bulk{i}@strict.test" for i in range(200)])
     live = requests_for([f"live{i}@strict.test" for i in range(10)])
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         started = time.monotonic()
@@ -219,10 +219,10 @@ async def test_live_requests_overtake_a_backlog_of_bulk_requests(
         live_done = time.monotonic() - started
         bulk_records = await backlog
         bulk_done = time.monotonic() - started
-    assert len(live_records) == 10 and len(bulk_records) == 300
+    assert len(live_records) == 10 and len(bulk_records) == 200
     assert all(outcome(r) == "undeliverable/mailbox_not_found" for r in live_records)
-    assert bulk_done >= 12  # the budget paced the backlog
+    assert bulk_done >= 8  # the budget paced the backlog
     assert live_done < bulk_done / 2
     last_live = max(r.verified_at for r in live_records)
     overtaken = sum(1 for r in bulk_records if r.verified_at > last_live)
-    assert overtaken >= 150  # the live requests went ahead of most of the backlog
+    assert overtaken >= 100  # the live requests went ahead of most of the backlog

@@ -210,36 +210,3 @@ async def test_a_held_retry_does_not_stall_a_rebalance_and_is_not_lost(
     assert records, errors
     assert {f"{r.status.value}/{r.reason}" for r in records} == {"deliverable/accepted"}
     assert answered >= 20  # not before it was due
-
-
-async def test_a_worker_holding_a_retry_stops_at_once_and_loses_nothing(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
-) -> None:
-    """Ctrl-C while a retry event is held: the worker stops in seconds, and the next
-    worker runs the retry when it is due."""
-    app = f"s{uuid.uuid4().hex[:8]}"
-    env = held_env(world_sb, kafka_broker, app)
-    first = start_worker(env)
-    try:
-        await wait_members(kafka_broker.bootstrap, app, 1)
-        request = InputRequest("nobody@greylist.test", str(uuid.uuid4()), "test", 0)
-        await produce_requests(
-            kafka_broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
-        )
-        await asyncio.sleep(3)  # held in the 20 s tier
-        stopping = time.monotonic()
-        errors = stop(first)
-        stopped_in = time.monotonic() - stopping
-        second = start_worker(env)
-        try:
-            got = await collect(
-                kafka_broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
-            )
-        finally:
-            errors += stop(second)
-    finally:
-        stop(first, signal.SIGKILL)
-    assert stopped_in < 10, errors
-    records = got.get(request.request_id, [])
-    assert records, errors
-    assert {f"{r.status.value}/{r.reason}" for r in records} == {"undeliverable/mailbox_not_found"}
