@@ -64,7 +64,7 @@ class BenchPlan:
     known_share: float = 0.1
     seed: int = 0
     core_only: bool = False
-    workers: int = 1  # worker processes in the group (this one and workers - 1 more)
+    workers: int = 1  # 1: a worker in this process; more: that many worker processes
     warm: bool = True  # warm the domain tables before the measured pass
     timeout: float = 600.0  # seconds for every verdict of the measured pass
 
@@ -199,8 +199,14 @@ async def _pipeline(
     from streams.pipeline.runner import PipelineRun
 
     begun = time.monotonic()
-    async with PipelineRun(settings, verifier_factory(settings)) as running:
-        workers = _Workers(settings, running, plan.workers - 1)
+    # One worker runs in this process; with more, all run as processes of
+    # their own, so that this one (which submits and collects) is not also
+    # the slowest worker of the group.
+    in_process = plan.workers == 1
+    async with PipelineRun(
+        settings, verifier_factory(settings), start_worker=in_process
+    ) as running:
+        workers = _Workers(settings, running, 0 if in_process else plan.workers)
         try:
             await workers.start()
             start = time.monotonic() - begun
@@ -302,16 +308,14 @@ class _Workers:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        app = self._running.pipeline.app
         deadline = time.monotonic() + 120
-        wanted = self._running.settings.partitions
+        group = self._running.settings.app_id
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             if any(p.poll() is not None for p in self._processes):
                 raise MxprobeError("A benchmark worker exited at start; run `mxprobe worker`.")
-            mine = len([tp for tp in app.consumer.assignment() if tp.topic.endswith(".by-host")])
-            if not app.rebalancing and 0 < mine < wanted:
-                await asyncio.sleep(2.0)  # the others finish their own assignment
+            if await _stable_members(self._running.bootstrap, group) == self._count:
+                await asyncio.sleep(1.0)  # the workers finish taking their partitions
                 return
         raise MxprobeError("The benchmark workers did not join the group within 120 s.")
 
@@ -336,6 +340,24 @@ class _Workers:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+async def _stable_members(bootstrap: str, group: str) -> int:
+    """Members of consumer group ``group`` once it is Stable (0 before)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    groups = described[0].groups if described else []
+    if not groups:
+        return 0
+    state = groups[0][2]
+    stable = (state.decode() if isinstance(state, bytes) else str(state)) == "Stable"
+    return len(groups[0][5]) if stable else 0
 
 
 class _SandboxProcess:

@@ -58,7 +58,8 @@ def _mix(_: click.Context, __: click.Parameter, value: str | None) -> dict[str, 
     type=click.IntRange(1, 16),
     default=1,
     show_default=True,
-    help="Worker processes in the group (this one, and `mxprobe worker` processes).",
+    help="Workers in the group: 1 runs in this process; more run as `mxprobe worker` "
+    "processes (this one submits and collects).",
 )
 @click.option("--no-warm", is_flag=True, help="Do not warm the domain tables first.")
 @click.option(

@@ -84,3 +84,14 @@ def test_bench_table_and_errors() -> None:
     assert bad.returncode == 2
     assert bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr
+
+
+def test_bench_with_two_worker_processes() -> None:
+    """--workers 2: two `mxprobe worker` processes share the group; every verdict arrives."""
+    report = bench("--addresses", "200", "--domains", "4", "--hosts", "2", "--workers", "2")
+    assert report["workers"] == 2
+    assert report["verdicts"] == {
+        "undeliverable/mailbox_not_found": 180,
+        "deliverable/accepted": 20,
+    }
+    assert report["cpu_seconds_per_1000"] > 0  # the worker processes' CPU is counted
