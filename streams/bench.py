@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.assembly import build_verifier, verifier_factory
+from streams.embedded import group_state
 from streams.errors import MxprobeError
 from streams.pipeline.inputs import InputRequest
 from streams.sandbox import Sandbox
@@ -314,7 +315,8 @@ class _Workers:
             await asyncio.sleep(0.5)
             if any(p.poll() is not None for p in self._processes):
                 raise MxprobeError("A benchmark worker exited at start; run `mxprobe worker`.")
-            if await _stable_members(self._running.bootstrap, group) == self._count:
+            state, members = await group_state(self._running.bootstrap, group)
+            if state == "Stable" and members == self._count:
                 await asyncio.sleep(1.0)  # the workers finish taking their partitions
                 return
         raise MxprobeError("The benchmark workers did not join the group within 120 s.")
@@ -340,24 +342,6 @@ class _Workers:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-async def _stable_members(bootstrap: str, group: str) -> int:
-    """Members of consumer group ``group`` once it is Stable (0 before)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    groups = described[0].groups if described else []
-    if not groups:
-        return 0
-    state = groups[0][2]
-    stable = (state.decode() if isinstance(state, bytes) else str(state)) == "Stable"
-    return len(groups[0][5]) if stable else 0
 
 
 class _SandboxProcess:

@@ -59,6 +59,7 @@ __all__ = [
     "TopicDefinition",
     "broker_binary",
     "create_topics",
+    "group_state",
     "true_end_offsets",
 ]
 
@@ -610,3 +611,22 @@ async def true_end_offsets(
             break
         pending = dict(unanswered)
     return result
+
+
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """Consumer group ``group``'s state (``Stable``, ``PreparingRebalance``…) and members.
+
+    ``("", 0)`` for a group the broker does not know.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups: groups = [(error, group_id, state, protocol_type, protocol, members, …)]
+    groups = described[0].groups if described else []
+    if not groups:
+        return "", 0
+    state = groups[0][2]
+    return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])

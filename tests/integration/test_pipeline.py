@@ -155,6 +155,23 @@ async def test_domain_table_is_recovered_after_a_restart(
         assert recovered_facts >= facts
 
 
+async def first_verdicts(
+    broker: EmbeddedBroker, settings: Settings, count: int
+) -> list[VerdictRecord]:
+    """The first ``count`` verdicts on the test's verdict topic (within 60 s)."""
+    records: list[VerdictRecord] = []
+    stream = read_verdicts(broker.bootstrap, settings.verdict_topic)
+    try:
+        async with asyncio.timeout(60):
+            async for record in stream:
+                records.append(record)
+                if len(records) == count:
+                    break
+    finally:
+        await stream.aclose()
+    return records
+
+
 async def test_a_request_seen_again_gets_the_very_same_verdict(
     world_sb: SandboxThread, kafka_broker: EmbeddedBroker
 ) -> None:
@@ -168,16 +185,7 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
         await produce_requests(
             kafka_broker.bootstrap, settings.input_topic, request, allowed_tlds=("test",)
         )
-        records: list[VerdictRecord] = []
-        stream = read_verdicts(kafka_broker.bootstrap, settings.verdict_topic)
-        try:
-            async with asyncio.timeout(60):
-                async for record in stream:
-                    records.append(record)
-                    if len(records) == 2:
-                        break
-        finally:
-            await stream.aclose()
+        records = await first_verdicts(kafka_broker, settings, 2)
         resent = running.pipeline.resent
     assert [r.request_id for r in records] == [request[0].request_id] * 2
     assert records[1] == records[0]  # every field, verified_at and latency_ms included
@@ -196,16 +204,7 @@ async def test_a_request_id_reused_for_another_address_gets_its_own_verdict(
         await produce_requests(
             kafka_broker.bootstrap, settings.input_topic, reused, allowed_tlds=("test",)
         )
-        records: list[VerdictRecord] = []
-        stream = read_verdicts(kafka_broker.bootstrap, settings.verdict_topic)
-        try:
-            async with asyncio.timeout(60):
-                async for record in stream:
-                    records.append(record)
-                    if len(records) == 2:
-                        break
-        finally:
-            await stream.aclose()
+        records = await first_verdicts(kafka_broker, settings, 2)
         resent = running.pipeline.resent
     assert [(r.email, r.status.value) for r in records] == [
         ("alice@strict.test", "deliverable"),

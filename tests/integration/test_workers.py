@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from support import FAST_DOMAINS, SandboxThread
 
-from streams.embedded import EmbeddedBroker
+from streams.embedded import EmbeddedBroker, group_state
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import VerdictRecord
 from streams.pipeline.runner import produce_requests, read_verdicts
@@ -59,21 +58,6 @@ def stop(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
         process.kill()
         _, stderr = process.communicate()
     return stderr
-
-
-async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
-    """The group's state (Stable, PreparingRebalance…) and its member count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    groups = described[0].groups if described else []
-    if not groups:
-        return "", 0
-    state = groups[0][2]
-    return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])
 
 
 async def wait_members(
