@@ -51,13 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiosmtplib
-from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 
 from streams.adapters.session_pool import (
     IDLE_PER_TARGET,
@@ -65,6 +63,13 @@ from streams.adapters.session_pool import (
     Session,
     quit_politely,
     unread_bytes,
+)
+from streams.adapters.smtp_failures import (
+    QUOTE_LIMIT,
+    UnsolicitedReply,
+    describe,
+    failure_of,
+    readable_reply,
 )
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
 from streams.core.verdict import SessionFailure
@@ -82,12 +87,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: The most characters of a host's own words quoted in a detail sentence or a log line.
-QUOTE_LIMIT = 120
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-_CONTROLS = re.compile("[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,16 +175,8 @@ class _SessionEnded(Exception):
         self.broken = broken
 
 
-class _UnsolicitedReply(Exception):
-    """The host sent ``count`` bytes beyond the reply just read: a reply ahead of its command."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} bytes beyond the reply")
-        self.count = count
-
-
 # What a broken session raises; _failure() turns each into an outcome.
-_BROKEN = (aiosmtplib.SMTPException, OSError, UnicodeError, _UnsolicitedReply)
+_BROKEN = (aiosmtplib.SMTPException, OSError, UnicodeError, UnsolicitedReply)
 
 
 class SmtpProber:
@@ -308,7 +299,7 @@ class SmtpProber:
             return True
         except _BROKEN as exc:
             answered = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 0
-            extra = {"host": session.target.host, "error": _describe(exc)}
+            extra = {"host": session.target.host, "error": describe(exc)}
             log.debug("smtp.session_stale", extra=extra)
         if answered:
             await quit_politely(session.smtp, self._config.timeout)
@@ -384,12 +375,12 @@ class SmtpProber:
                 await self._greet(smtp)
         except aiosmtplib.SMTPConnectResponseError as exc:
             return RcptOutcome(
-                "", reply=_reply(exc.code, exc.message), phase=Phase.CONNECT, target=target
+                "", reply=readable_reply(exc.code, exc.message), phase=Phase.CONNECT, target=target
             )
         except aiosmtplib.SMTPHeloError as exc:
             await quit_politely(smtp, config.timeout)
             return RcptOutcome(
-                "", reply=_reply(exc.code, exc.message), phase=Phase.EHLO, target=target
+                "", reply=readable_reply(exc.code, exc.message), phase=Phase.EHLO, target=target
             )
         except _BROKEN as exc:
             smtp.close()
@@ -416,7 +407,7 @@ class SmtpProber:
         Raises:
             TimeoutError: the reply was not complete in time (the connection
                 is left open: the caller closes it).
-            _UnsolicitedReply: the host sent more than the reply.
+            UnsolicitedReply: the host sent more than the reply.
             aiosmtplib.SMTPException: as the aiosmtplib call raises it.
         """
         try:
@@ -510,7 +501,7 @@ class SmtpProber:
                 await self._step(smtp, smtp.mail(sender, options=options, encoding=encoding))
                 return sender
             except aiosmtplib.SMTPSenderRefused as exc:
-                reply = _reply(exc.code, exc.message)
+                reply = readable_reply(exc.code, exc.message)
             except _BROKEN as exc:
                 raise self._ended(target, Phase.MAIL, exc) from exc
             if sender or classify(reply, Phase.MAIL) is not ReplyClass.NULL_SENDER_REFUSED:
@@ -523,10 +514,10 @@ class SmtpProber:
         try:
             response = await self._step(smtp, smtp.rcpt(recipient, encoding=encoding))
         except aiosmtplib.SMTPRecipientRefused as exc:
-            return _reply(exc.code, exc.message)
+            return readable_reply(exc.code, exc.message)
         except _BROKEN as exc:
             raise self._ended(session.target, Phase.RCPT, exc) from exc
-        return _reply(response.code, response.message)
+        return readable_reply(response.code, response.message)
 
     async def _rset(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
         phase = Phase.RSET
@@ -535,7 +526,7 @@ class SmtpProber:
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:
                 raise self._ended(target, phase, exc) from exc
-            raise _refused(_reply(exc.code, exc.message), phase, target) from exc
+            raise _refused(readable_reply(exc.code, exc.message), phase, target) from exc
         except _BROKEN as exc:
             raise self._ended(target, phase, exc) from exc
 
@@ -550,44 +541,16 @@ class SmtpProber:
     def _failure(
         self, target: Target, phase: Phase, exc: BaseException, *, command: str = ""
     ) -> RcptOutcome:
-        """The failure (and the sentence saying what the host did) for ``exc`` at ``phase``.
-
-        Args:
-            target: the host and address talked to.
-            phase: the session step that failed (CONNECT: connecting and the greeting).
-            exc: what the step raised.
-            command: the command named in the sentence (default: the phase's).
-        """
-        host, timeout = target.host, self._config.timeout
-        command = command or phase.value.upper()
-        what = "greeting" if phase is Phase.CONNECT else f"reply to {command}"
-        failure = SessionFailure.PROTOCOL_ERROR
-        if isinstance(exc, TimeoutError):
-            failure = SessionFailure.TIMEOUT
-            detail = (
-                f"No greeting from {host} ({target.address}) within {timeout:g} s."
-                if phase is Phase.CONNECT
-                else f"{host} did not complete its reply to {command} within {timeout:g} s."
-            )
-        elif isinstance(exc, _UnsolicitedReply):
-            detail = (
-                f"{host} sent {exc.count} bytes beyond its {what}, before any command asked "
-                "for them (RFC 5321 §4.2: one reply per command), so its replies no longer "
-                "match mxprobe's commands."
-            )
-        elif isinstance(exc, aiosmtplib.SMTPResponseException):
-            detail = _protocol_detail(host, what, exc.message)
-        elif isinstance(exc, UnicodeError):
-            detail = "The address cannot be sent without SMTPUTF8."
-        elif phase is Phase.CONNECT:
-            failure = SessionFailure.CONNECTION_FAILED
-            detail = (
-                f"Could not connect to {host} ({target.address}:{self._config.port}): "
-                f"{_describe(exc)}."
-            )
-        else:
-            failure = SessionFailure.DISCONNECTED
-            detail = f"{host} closed the connection before completing its {what}."
+        """The outcome (failure and sentence) of ``exc`` at ``phase``: :func:`failure_of`."""
+        failure, detail = failure_of(
+            target.host,
+            target.address,
+            phase,
+            exc,
+            timeout=self._config.timeout,
+            port=self._config.port,
+            command=command,
+        )
         return RcptOutcome("", failure=failure, phase=phase, target=target, detail=detail)
 
 
@@ -603,45 +566,7 @@ def _refuse_unsolicited(smtp: aiosmtplib.SMTP) -> None:
     """Raise when the host sent more than the reply just read (see :func:`unread_bytes`)."""
     count = unread_bytes(smtp)
     if count:
-        raise _UnsolicitedReply(count)
-
-
-def _reply(code: int, message: str) -> SmtpReply:
-    """A reply as a value, its text readable whatever bytes the host sent.
-
-    aiosmtplib decodes reply text with ``surrogateescape``; such lone
-    surrogates cannot be encoded again (Avro, JSON), so they become U+FFFD
-    here. Bytes that are not UTF-8 in the text do not break the protocol: the
-    codes decide as usual (``550 5.1.1 <user> unknown \\xff`` is still a
-    clear answer).
-    """
-    return SmtpReply.from_message(code, _SURROGATES.sub("\ufffd", message))
-
-
-def _protocol_detail(host: str, what: str, message: str) -> str:
-    """Say how a reply broke the protocol, from aiosmtplib's message.
-
-    Args:
-        host: the mail host's name.
-        what: the reply, as "greeting" or "reply to RCPT".
-        message: aiosmtplib's message for the reply it refused.
-    """
-    if message.startswith("Response too long"):
-        return (
-            f"{host} sent a {what} longer than SMTP allows; mxprobe stopped reading at "
-            f"{MAX_LINE_LENGTH // 1024} KiB a line or {MAX_RESPONSE_LENGTH // 1024} KiB a reply."
-        )
-    malformed = "Malformed SMTP response line:"
-    if message.startswith(malformed):
-        line = _quote(message.removeprefix(malformed))
-        return f"{host} sent a {what} with a line that does not start with a reply code: {line!r}."
-    return f"{host} sent a {what} that is not a valid SMTP reply: {_quote(message)!r}."
-
-
-def _quote(text: str) -> str:
-    """A host's words, fit for one line of a sentence: readable, no controls, cut short."""
-    text = _CONTROLS.sub(" ", _SURROGATES.sub("\ufffd", text)).strip()
-    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 1] + "…"
+        raise UnsolicitedReply(count)
 
 
 def _fill(outcome: ProbeOutcome, recipients: Sequence[str], template: RcptOutcome) -> None:
@@ -669,7 +594,3 @@ def _refuse_without_smtputf8(queue: list[str], target: Target, outcome: ProbeOut
             detail="The host does not support SMTPUTF8 (RFC 6531), which this address needs.",
         )
         queue.remove(recipient)
-
-
-def _describe(exc: BaseException) -> str:
-    return _quote(str(exc)) or type(exc).__name__
