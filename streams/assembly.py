@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streams.adapters.resolver import Resolver
 from streams.adapters.smtp_probe import SmtpProber
 from streams.core.lists import StaticLists
 from streams.errors import ConfigError
-from streams.settings import Settings
+from streams.sandbox.world import World
+from streams.settings import Settings, load_settings
 from streams.verifier import Verifier
 
-__all__ = ["build_verifier", "check_bindable", "verifier_factory"]
+__all__ = [
+    "SANDBOX_HELO",
+    "build_verifier",
+    "check_bindable",
+    "sandbox_settings",
+    "verifier_factory",
+]
+
+#: The EHLO name of probes of a sandbox world.
+SANDBOX_HELO = "probe.mxprobe.test"
 
 
 def build_verifier(
@@ -66,3 +76,23 @@ def verifier_factory(
 ) -> Callable[..., Verifier]:
     """A ``make_verifier(routes=..., catch_all=...)`` for the pipeline, from settings."""
     return functools.partial(build_verifier, settings, extra_disposable=extra_disposable)
+
+
+def sandbox_settings(
+    world: World, dns_server: str, smtp_port: int, options: Mapping[str, Any] | None = None
+) -> Settings:
+    """Probe settings that reach a sandbox serving ``world``, under ``options``.
+
+    Options left unset (None or empty) take the world's: its zones as allowed
+    TLDs, its probe sender and timeout, and :data:`SANDBOX_HELO`.
+
+    Raises:
+        ConfigError: an option is invalid.
+    """
+    given = {key: value for key, value in (options or {}).items() if value not in (None, ())}
+    given.setdefault("allow_tld", world.dns.zones)
+    given.setdefault("mail_from", world.probe.mail_from)
+    given.setdefault("helo", SANDBOX_HELO)
+    given.setdefault("timeout", world.probe.timeout)
+    given.update(dns_server=(dns_server,), smtp_port=smtp_port, allow_private_mx=True)
+    return load_settings(**given)

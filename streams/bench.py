@@ -33,13 +33,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from streams.assembly import build_verifier, verifier_factory
+from streams.assembly import build_verifier, sandbox_settings, verifier_factory
 from streams.embedded import group_state
 from streams.errors import MxprobeError
 from streams.pipeline.inputs import InputRequest
 from streams.sandbox import Sandbox
 from streams.sandbox.workload import workload
-from streams.settings import Settings, load_settings
+from streams.settings import Settings
 
 __all__ = ["BenchPlan", "BenchReport", "run_bench"]
 
@@ -129,18 +129,12 @@ def run_bench(
         raise MxprobeError(str(exc)) from None
     warm = [f"warm@{domain.name}" for domain in world.domains] if plan.warm else []
     with _SandboxProcess(plan) as sandbox:
-        overrides = {
-            "dns_server": (sandbox.dns_server,),
-            "smtp_port": sandbox.smtp_port,
-            "allow_private_mx": True,
-            "allow_tld": ("test",),
-            "helo": "probe.mxprobe.test",
-            "mail_from": "probe@mxprobe.test",
-            "timeout": 5.0,
-            **RAISED_LIMITS,
-            **(settings or {}),
-        }
-        config = load_settings(**overrides)
+        config = sandbox_settings(
+            world,
+            sandbox.dns_server,
+            sandbox.smtp_port,
+            {"timeout": 5.0, **RAISED_LIMITS, **(settings or {})},
+        )
         runner = _core if plan.core_only else _pipeline
         measured = asyncio.run(runner(config, warm, emails, sandbox, plan, on_verdict))
         served = sandbox.stats()

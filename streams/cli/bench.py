@@ -13,25 +13,16 @@ from rich.table import Table
 from streams.bench import BenchPlan, BenchReport, run_bench
 from streams.cli.pipeline import broker_option
 from streams.render import stdout_console
+from streams.sandbox.workload import parse_mix
 
 __all__ = ["bench"]
 
 
 def _mix(_: click.Context, __: click.Parameter, value: str | None) -> dict[str, float] | None:
-    if not value:
-        return None
-    mix: dict[str, float] = {}
-    for part in value.split(","):
-        name, sep, share = part.partition("=")
-        try:
-            mix[name.strip()] = float(share)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise click.BadParameter(
-                f"{part.strip()!r} is not BEHAVIOUR=SHARE; write e.g. strict=0.5,catch_all=0.5."
-            )
-    return mix
+    try:
+        return parse_mix(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()

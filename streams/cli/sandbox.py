@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from streams.cli.options import build_verifier, probe_options, settings_from, verify_with_progress
+from streams.assembly import SANDBOX_HELO, sandbox_settings
+from streams.cli.options import build_verifier, probe_options, verify_with_progress
 from streams.core.verdict import Verdict
 from streams.render import STATUS_STYLES, evidence_text, flag_text, stdout_console, verdict_json
 from streams.sandbox import Sandbox, World, load_world
@@ -21,7 +22,7 @@ from streams.settings import Settings
 __all__ = ["demo_settings", "sandbox"]
 
 #: EHLO name the demo uses (the sandbox does not care; a real host would).
-DEMO_HELO = "probe.mxprobe.test"
+DEMO_HELO = SANDBOX_HELO
 
 
 @click.command()
@@ -74,19 +75,7 @@ def sandbox(
 
 def demo_settings(runner: Sandbox, options: dict[str, Any] | None = None) -> Settings:
     """Probe settings that reach ``runner``'s world, under any options the user gave."""
-    world = runner.world
-    given = dict(options or {})
-    defaults = {
-        "allow_tld": world.dns.zones,
-        "mail_from": world.probe.mail_from,
-        "helo": DEMO_HELO,
-        "timeout": world.probe.timeout,
-    }
-    for key, value in defaults.items():
-        if given.get(key) in (None, ()):
-            given[key] = value
-    given.update(dns_server=(runner.dns_server,), smtp_port=runner.smtp_port, allow_private_mx=True)
-    return settings_from(given)
+    return sandbox_settings(runner.world, runner.dns_server, runner.smtp_port, options)
 
 
 def check_command(runner: Sandbox) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_HOSTS",
     "TARPIT_DELAYS",
     "RateLimit",
+    "parse_mix",
     "workload",
 ]
 
@@ -288,3 +289,21 @@ def _expectation(email: str, behaviour: Behaviour, *, known: bool) -> dict[str, 
     if behaviour is Behaviour.GREYLIST:
         entry["after_retry"] = BEHAVIOURS[Behaviour.STRICT][0 if known else 1]
     return entry
+
+
+def parse_mix(text: str) -> dict[str, float] | None:
+    """``"strict=0.75,greylist=0.25"`` → a mix for :func:`workload`; empty → None (all strict).
+
+    Raises:
+        ValueError: an entry is not ``behaviour=share``.
+    """
+    mix: dict[str, float] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, share = entry.partition("=")
+        try:
+            mix[name.strip()] = float(share)
+        except ValueError:
+            equals = ""
+        if not equals:
+            raise ValueError(f"--mix entry {entry!r} is not behaviour=share, e.g. strict=0.75.")
+    return mix or None

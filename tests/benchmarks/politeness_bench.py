@@ -39,14 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from support import SandboxThread
 
-from streams.assembly import verifier_factory
+from streams.assembly import sandbox_settings, verifier_factory
 from streams.core.throttle import HostLimits, HostState
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, VerdictRecord
 from streams.pipeline.runner import PipelineRun
 from streams.sandbox import Host, Sandbox, World
-from streams.sandbox.workload import RateLimit, workload
-from streams.settings import Settings, load_settings
+from streams.sandbox.workload import RateLimit, parse_mix, workload
+from streams.settings import Settings
 
 #: Retry tiers short enough for a benchmark; budget deferrals are due when the
 #: budget allows, whatever the tier.
@@ -149,22 +149,22 @@ def percentile(values: Sequence[int], p: float) -> int:
 
 def bench_settings(sb: SandboxThread, args: argparse.Namespace) -> Settings:
     """Settings that reach the sandbox, with the politeness limits of the command line."""
-    return load_settings(
-        dns_server=(sb.sandbox.dns_server,),
-        smtp_port=sb.sandbox.smtp_port,
-        allow_private_mx=True,
-        allow_tld=("test",),
-        helo="probe.mxprobe.test",
-        mail_from="probe@mxprobe.test",
-        timeout=2.0,
-        host_rcpt_per_second=args.rcpt_per_second,
-        host_rcpt_burst=args.burst,
-        host_connections_per_minute=args.connections_per_minute,
-        host_max_sessions=args.host_sessions,
-        max_rcpt_per_session=args.rcpt_per_session,
-        retry_delays=RETRY_DELAYS,
-        retry_attempts=RETRY_ATTEMPTS,
-        partitions=args.partitions,
+    sandbox = sb.sandbox
+    return sandbox_settings(
+        sandbox.world,
+        sandbox.dns_server,
+        sandbox.smtp_port,
+        {
+            "timeout": 2.0,
+            "host_rcpt_per_second": args.rcpt_per_second,
+            "host_rcpt_burst": args.burst,
+            "host_connections_per_minute": args.connections_per_minute,
+            "host_max_sessions": args.host_sessions,
+            "max_rcpt_per_session": args.rcpt_per_session,
+            "retry_delays": RETRY_DELAYS,
+            "retry_attempts": RETRY_ATTEMPTS,
+            "partitions": args.partitions,
+        },
     )
 
 
@@ -342,24 +342,6 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
         "retry_attempts": settings.retry_attempts,
         "partitions": settings.partitions,
     }
-
-
-def parse_mix(text: str) -> dict[str, float] | None:
-    """``"strict=0.75,greylist=0.25"`` → a mix; empty → None (all strict).
-
-    Raises:
-        ValueError: an entry is not ``behaviour=share``.
-    """
-    mix: dict[str, float] = {}
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        name, equals, share = entry.partition("=")
-        try:
-            mix[name.strip()] = float(share)
-        except ValueError:
-            equals = ""
-        if not equals:
-            raise ValueError(f"--mix entry {entry!r} is not behaviour=share, e.g. strict=0.75.")
-    return mix or None
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:
