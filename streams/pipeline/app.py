@@ -27,7 +27,6 @@ import contextvars
 import dataclasses
 import json
 import logging
-import struct
 import time
 from collections.abc import (
     AsyncIterator,
@@ -59,6 +58,8 @@ from streams.pipeline.records import (
     DeadLetter,
     DomainTask,
     HostTask,
+    HostTasks,
+    Record,
     RetryEvent,
     VerdictRecord,
     datetime_from_seconds,
@@ -66,6 +67,7 @@ from streams.pipeline.records import (
     seconds_from_datetime,
     verdict_record,
 )
+from streams.pipeline.sent import SENT_TTL, SentTable
 from streams.pipeline.tansu import EmbeddedApp
 from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, SENT_TABLE, Topology
 from streams.settings import Settings
@@ -78,11 +80,6 @@ log = logging.getLogger(__name__)
 V = TypeVar("V")
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", DomainTask, HostTask)
-
-#: How long a sent verdict is kept to answer a re-processed event identically:
-#: well beyond a crash, a session timeout (10 s) and a rebalance.
-SENT_TTL = 120.0
-_SENT_HEADER = struct.Struct(">Hd")  # partition, sent at (epoch seconds)
 
 
 #: The partition of the event being handled, where table writes must go: a
@@ -191,6 +188,10 @@ BULK_MAX_WAIT = 5.0
 #: Checks of a held retry event for a rebalance or a stop, at least this often.
 RETRY_CHECK_INTERVAL = 1.0
 
+#: The most tasks in one HostTasks event (about 0.3 kB each: well under the
+#: producer's 1 MiB request limit).
+HOST_TASKS_PER_EVENT = 500
+
 
 def _domain_task_of(task: DomainTask | RetryEvent) -> DomainTask:
     return task.host_task.domain_task if isinstance(task, RetryEvent) else task
@@ -278,8 +279,11 @@ class Pipeline:
         }
         self.domains = self.app.Table(DOMAIN_TABLE, **table_args)
         self.hosts = self.app.Table(HOST_TABLE, **table_args)
-        # Written per event partition (not by key hash), like the others: _remember.
-        self.sent = self.app.Table(SENT_TABLE, **table_args)
+        # Written per event partition (not by key hash), like the others: _emit.
+        self.sent = SentTable(
+            self.app, name=SENT_TABLE, beacon=self.app.tables.beacon, **table_args
+        )
+        self.app.tables.add(self.sent)
         self.app.timer(SENT_TTL / 4)(self._forget_old_verdicts)
         self.host_states: TableStore[HostState] = TableStore(
             self.hosts, _host_state_dump, HostState.from_dict, prefix=HOST_STATE_PREFIX
@@ -337,6 +341,8 @@ class Pipeline:
                     await self._dead_letter(event, _failure(exc))
                 except Exception:  # the DLQ itself failed: log, never stop the stream
                     log.exception("pipeline.dead_letter_failed")
+        finally:
+            self.sent.save()  # the verdicts sent, before these events' offsets are committed
 
     async def _intake(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
@@ -414,20 +420,24 @@ class Pipeline:
         kind: type[TaskT],
         request_of: Callable[[TaskT | RetryEvent], AddressRequest],
     ) -> list[tuple[EventT[bytes], TaskT | RetryEvent]]:
-        """Decode ``events`` as ``kind`` or as a RetryEvent back from a tier:
-        undecodable ones go to the DLQ, and requests already answered get their
-        verdict again; the rest are returned with their events."""
+        """Decode ``events`` as ``kind`` (or HostTasks, several HostTask in one
+        event) or as a RetryEvent back from a tier: undecodable ones go to the
+        DLQ, and requests already answered get their verdict again; the rest are
+        returned, each task with its event."""
+        kinds: tuple[type[Record], ...] = (kind, RetryEvent)
+        if kind is HostTask:
+            kinds += (HostTasks,)
         pending: list[tuple[EventT[bytes], TaskT | RetryEvent]] = []
         for event in events:
             try:
-                task = cast(
-                    "TaskT | RetryEvent", decode_any(event.message.value or b"", (kind, RetryEvent))
-                )
+                record = decode_any(event.message.value or b"", kinds)
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
-            if not await self._resend(request_of(task)):
-                pending.append((event, task))
+            tasks = record.tasks if isinstance(record, HostTasks) else (record,)
+            for task in cast("tuple[TaskT | RetryEvent, ...]", tasks):
+                if not await self._resend(request_of(task)):
+                    pending.append((event, task))
         return pending
 
     async def _resolve_events(self, events: Sequence[EventT[bytes]]) -> None:
@@ -463,6 +473,8 @@ class Pipeline:
 
         answers = await asyncio.gather(*map(resolve, domains), return_exceptions=True)
         routes = dict(zip(domains, answers, strict=True))
+        # One event per mail host (and bulk flag) to the probe stage, not one per address.
+        outgoing: dict[tuple[bool, tuple[Target, ...]], list[HostTask]] = {}
         for event, task in tasks:
             domain_task = _domain_task_of(task)
             retry = task if isinstance(task, RetryEvent) else None
@@ -481,10 +493,23 @@ class Pipeline:
                 await self._emit(request, verdict, event)
                 continue
             host_task = HostTask.from_route(domain_task, route)
-            value = encode(
-                host_task if retry is None else dataclasses.replace(retry, host_task=host_task)
-            )
-            await self.by_host.send(key=host_task.mail_host.encode(), value=value)
+            if retry is None:
+                key = (domain_task.bulk, host_task.targets)
+                outgoing.setdefault(key, []).append(host_task)
+            else:
+                value = encode(dataclasses.replace(retry, host_task=host_task))
+                await self.by_host.send(key=host_task.mail_host.encode(), value=value)
+        for group in outgoing.values():
+            await self._send_host_tasks(group)
+
+    async def _send_host_tasks(self, tasks: list[HostTask]) -> None:
+        """Send tasks of one mail host to the probe stage: up to HOST_TASKS_PER_EVENT
+        in a HostTasks event, a single one as a HostTask."""
+        key = tasks[0].mail_host.encode()
+        for start in range(0, len(tasks), HOST_TASKS_PER_EVENT):
+            chunk = tasks[start : start + HOST_TASKS_PER_EVENT]
+            record = chunk[0] if len(chunk) == 1 else HostTasks(tuple(chunk))
+            await self.by_host.send(key=key, value=encode(record))
 
     def _batches(self, stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
         settings = self.settings
@@ -513,8 +538,9 @@ class Pipeline:
         )
         for tasks, outcome in zip(ordered, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                # Only the events of the group that failed go to the DLQ.
-                for event, _ in tasks:
+                # Only the events of the group that failed go to the DLQ, each once
+                # (a HostTasks event holds several tasks; their group is the same).
+                for event in {id(event): event for event, _ in tasks}.values():
                     await self._dead_letter(event, _failure(outcome))
 
     async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask | RetryEvent]]) -> None:
@@ -546,6 +572,7 @@ class Pipeline:
         for email, wait in held.items():
             for event, task in by_email[email]:
                 await self._defer(task, wait, event)
+        self.sent.save()  # now, not when the slowest group of the batch is done
 
     # --- retries --------------------------------------------------------------
 
@@ -681,19 +708,9 @@ class Pipeline:
         key = request.request_id.encode()
         await self.verdicts.send(key=key, value=record)
         self.verdicts_sent += 1
-        self._remember(event.message.partition, key, record)
-
-    def _remember(self, partition: int, key: bytes, record: bytes) -> None:
-        """Keep the verdict sent for ``key`` in the partition of the event it answers.
-
-        Every topic has the same partition count, so the worker that owns this
-        partition of the source topic owns it in the ``sent`` table too: if the
-        event is processed again (a crash before its offset was committed), the
-        same worker finds the verdict and sends the same bytes again.
-        """
-        value = _SENT_HEADER.pack(partition, time.time()) + record
-        self.sent.send_changelog(partition, key, value)
-        self.sent.data[key] = value
+        # Every topic has the same partition count, so the worker that owns this
+        # partition of the source topic owns it in the ``sent`` table too.
+        self.sent.remember(event.message.partition, key, record)
 
     async def _resend(self, request: AddressRequest) -> bool:
         """Send again the verdict already sent for ``request``, if there is one.
@@ -701,10 +718,9 @@ class Pipeline:
         Only for the same request: an id reused for another address is a new
         request (its verdict then replaces the one kept).
         """
-        value = self.sent.data.get(request.request_id.encode())
-        if value is None:
+        record = self.sent.verdict(request.request_id.encode())
+        if record is None:
             return False
-        record = value[_SENT_HEADER.size :]
         if decode(record, VerdictRecord).email != email_field(request.email):
             return False
         await self.verdicts.send(key=request.request_id.encode(), value=record)
@@ -713,12 +729,7 @@ class Pipeline:
 
     async def _forget_old_verdicts(self) -> None:
         """Drop ``sent`` entries older than SENT_TTL (a tombstone in the changelog too)."""
-        cutoff = time.time() - SENT_TTL
-        for key, value in list(self.sent.data.items()):
-            partition, sent_at = _SENT_HEADER.unpack_from(value)
-            if sent_at < cutoff:
-                self.sent.send_changelog(partition, key, None)
-                del self.sent.data[key]
+        self.sent.forget(time.time() - SENT_TTL)
 
     async def _dead_letter(self, event: EventT[bytes], error: str) -> None:
         message = event.message
