@@ -44,6 +44,7 @@ from streams.pipeline.records import (
     DeadLetter,
     DomainTask,
     HostTask,
+    HostTasks,
     R,
     Record,
     RetryEvent,
@@ -77,6 +78,7 @@ CODEC_NAMES: Final[Mapping[str, type[Record]]] = {
     "avro-verdict": VerdictRecord,
     "avro-domain-task": DomainTask,
     "avro-host-task": HostTask,
+    "avro-host-tasks": HostTasks,
     "avro-retry-event": RetryEvent,
     "avro-dead-letter": DeadLetter,
 }

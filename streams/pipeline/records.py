@@ -36,6 +36,7 @@ __all__ = [
     "DeadLetter",
     "DomainTask",
     "HostTask",
+    "HostTasks",
     "Record",
     "RetryEvent",
     "VerdictRecord",
@@ -230,6 +231,13 @@ class HostTask:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class HostTasks:
+    """Several tasks of one mail host in one event (``io.mxprobe.HostTasks``)."""
+
+    tasks: tuple[HostTask, ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryEvent:
     """A request waiting in a retry tier until ``due_at`` (``io.mxprobe.RetryEvent``)."""
@@ -266,7 +274,9 @@ class DeadLetter:
 
 
 #: Any top-level record.
-Record = AddressRequest | VerdictRecord | DomainTask | HostTask | RetryEvent | DeadLetter
+Record = (
+    AddressRequest | VerdictRecord | DomainTask | HostTask | HostTasks | RetryEvent | DeadLetter
+)
 
 #: Each record type with the full name of its Avro schema.
 RECORD_TYPES: Final[Mapping[type[Record], str]] = {
@@ -274,6 +284,7 @@ RECORD_TYPES: Final[Mapping[type[Record], str]] = {
     VerdictRecord: "io.mxprobe.Verdict",
     DomainTask: "io.mxprobe.DomainTask",
     HostTask: "io.mxprobe.HostTask",
+    HostTasks: "io.mxprobe.HostTasks",
     RetryEvent: "io.mxprobe.RetryEvent",
     DeadLetter: "io.mxprobe.DeadLetter",
 }
@@ -404,6 +415,14 @@ def _host_task_from(d: Mapping[str, Any]) -> HostTask:
     )
 
 
+def _host_tasks_to(t: HostTasks) -> dict[str, Any]:
+    return {"tasks": [_host_task_to(task) for task in t.tasks]}
+
+
+def _host_tasks_from(d: Mapping[str, Any]) -> HostTasks:
+    return HostTasks(tuple(_host_task_from(task) for task in d["tasks"]))
+
+
 def _retry_to(e: RetryEvent) -> dict[str, Any]:
     return {
         "host_task": _host_task_to(e.host_task),
@@ -447,6 +466,7 @@ _TO_AVRO: Final[Mapping[type[Any], Callable[[Any], dict[str, Any]]]] = {
     VerdictRecord: _verdict_to,
     DomainTask: _domain_task_to,
     HostTask: _host_task_to,
+    HostTasks: _host_tasks_to,
     RetryEvent: _retry_to,
     DeadLetter: _dead_letter_to,
 }
@@ -455,6 +475,7 @@ _FROM_AVRO: Final[Mapping[type[Any], Callable[[Mapping[str, Any]], Any]]] = {
     VerdictRecord: _verdict_from,
     DomainTask: _domain_task_from,
     HostTask: _host_task_from,
+    HostTasks: _host_tasks_from,
     RetryEvent: _retry_from,
     DeadLetter: _dead_letter_from,
 }

@@ -32,6 +32,7 @@ from streams.pipeline.records import (
     DeadLetter,
     DomainTask,
     HostTask,
+    HostTasks,
     RetryEvent,
     VerdictRecord,
 )
@@ -142,28 +143,30 @@ async def read_dead_letters(bootstrap: str, topic: str) -> AsyncGenerator[str, N
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for messages in batches.values():
                 for message in messages:
-                    request_id = _dead_request_id(message.value)
-                    if request_id is not None:
+                    for request_id in _dead_request_ids(message.value):
                         yield request_id
     finally:
         await consumer.stop()
 
 
-def _dead_request_id(value: bytes) -> str | None:
-    """The request id inside a dead letter's original event, if it can be read."""
+def _dead_request_ids(value: bytes) -> tuple[str, ...]:
+    """The request ids inside a dead letter's original event, if they can be read."""
     try:
         letter = decode(value, DeadLetter)
     except CodecError:
-        return None
+        return ()
     with contextlib.suppress(CodecError):
-        return decode(letter.value, AddressRequest).request_id
+        return (decode(letter.value, AddressRequest).request_id,)
     with contextlib.suppress(CodecError):
-        return decode(letter.value, DomainTask).request.request_id
+        return (decode(letter.value, DomainTask).request.request_id,)
     with contextlib.suppress(CodecError):
-        return decode(letter.value, HostTask).domain_task.request.request_id
+        return (decode(letter.value, HostTask).domain_task.request.request_id,)
     with contextlib.suppress(CodecError):
-        return decode(letter.value, RetryEvent).host_task.domain_task.request.request_id
-    return None
+        tasks = decode(letter.value, HostTasks).tasks
+        return tuple(task.domain_task.request.request_id for task in tasks)
+    with contextlib.suppress(CodecError):
+        return (decode(letter.value, RetryEvent).host_task.domain_task.request.request_id,)
+    return ()
 
 
 async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -12,11 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
-from streams.embedded import EmbeddedBroker
+from streams.embedded import EmbeddedBroker, true_end_offsets
 from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
 from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
+from streams.pipeline.topology import Topology
 from streams.sandbox import load_world
 from streams.settings import Settings
 
@@ -262,3 +263,43 @@ async def test_input_keyed_by_domain_skips_the_first_rekey(
         finally:
             await stream.aclose()
         assert await count_records(kafka_broker.bootstrap, by_domain, 2) == 1
+
+
+async def message_count(bootstrap: str, topic: str) -> int:
+    """How many messages ``topic`` holds (nothing is ever deleted on Tansu)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await true_end_offsets(consumer, partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_a_restarted_worker_sends_the_very_same_verdicts_again(
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+) -> None:
+    """The ``sent`` table is rebuilt from its changelog, which holds a message per batch
+    of verdicts; the probe stage gets a message per mail host and batch, not per address."""
+    settings = pipeline_settings(world_sb, kafka_broker)
+    requests = requests_for(["alice@strict.test", "nobody@strict.test"] * 20)
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        first = await running.verify(requests, timeout=60)
+    topology = Topology.from_settings(settings)
+    changelog = await message_count(kafka_broker.bootstrap, topology.sent_changelog.name)
+    by_host = await message_count(kafka_broker.bootstrap, topology.by_host.name)
+    async with PipelineRun(settings, verifier_factory(settings)) as again:
+        assert again.pipeline is not None
+        await produce_requests(
+            kafka_broker.bootstrap, settings.input_topic, requests, allowed_tlds=("test",)
+        )
+        records = await first_verdicts(kafka_broker, settings, 2 * len(requests))
+        resent = again.pipeline.resent
+    assert len(first) == len(requests)
+    assert resent == len(requests)
+    by_id: dict[str, list[VerdictRecord]] = {}
+    for record in records:
+        by_id.setdefault(record.request_id, []).append(record)
+    assert all(len(pair) == 2 and pair[0] == pair[1] for pair in by_id.values())
+    assert 1 <= changelog < len(requests) / 2
+    assert 1 <= by_host < len(requests) / 2

@@ -43,6 +43,7 @@ from streams.pipeline.records import (
     DeadLetter,
     DomainTask,
     HostTask,
+    HostTasks,
     Record,
     RetryEvent,
     VerdictRecord,
@@ -209,6 +210,12 @@ _EXAMPLES: dict[type[Any], Any] = {
         key=b"k", value=b"v", topic="addresses", partition=0, offset=1, error="Bad.", failed_at=NOW
     ),
 }
+_EXAMPLES[HostTasks] = HostTasks(
+    (
+        _EXAMPLES[HostTask],
+        dataclasses.replace(_EXAMPLES[HostTask], targets=(Target("mx2", "192.0.2.2"),)),
+    )
+)
 _EXAMPLES[RetryEvent] = RetryEvent(
     host_task=_EXAMPLES[HostTask], due_at=NOW, last_verdict=_EXAMPLES[VerdictRecord]
 )
@@ -218,6 +225,7 @@ _SCHEMA_OF = {
     "io.mxprobe.Verdict": VerdictRecord,
     "io.mxprobe.DomainTask": DomainTask,
     "io.mxprobe.HostTask": HostTask,
+    "io.mxprobe.HostTasks": HostTasks,
     "io.mxprobe.RetryEvent": RetryEvent,
     "io.mxprobe.DeadLetter": DeadLetter,
 }
@@ -514,6 +522,7 @@ def test_register_codecs_registers_one_codec_per_record_type(
         "avro-verdict": VerdictRecord,
         "avro-domain-task": DomainTask,
         "avro-host-task": HostTask,
+        "avro-host-tasks": HostTasks,
         "avro-retry-event": RetryEvent,
         "avro-dead-letter": DeadLetter,
     }
@@ -731,7 +740,10 @@ def test_any_unknown_fingerprint_is_unknown_schema(
     assert caught.value.reason == "unknown_schema"
 
 
-SHARED_TOPICS: list[tuple[type[Record], ...]] = [(DomainTask, RetryEvent), (HostTask, RetryEvent)]
+SHARED_TOPICS: list[tuple[type[Record], ...]] = [
+    (DomainTask, RetryEvent),
+    (HostTask, HostTasks, RetryEvent),
+]
 
 
 @pytest.mark.parametrize("kinds", SHARED_TOPICS, ids=lambda ks: "|".join(k.__name__ for k in ks))
@@ -751,12 +763,22 @@ def test_decode_any_gives_one_of_its_kinds_or_a_codec_error(
     assert type(result) in kinds
 
 
-@given(task=DOMAIN_TASKS | HOST_TASKS | RETRIES)
+@given(
+    task=DOMAIN_TASKS
+    | HOST_TASKS
+    | RETRIES
+    | st.lists(HOST_TASKS, max_size=5).map(lambda tasks: HostTasks(tuple(tasks)))
+)
 def test_decode_any_round_trips_the_records_of_a_shared_topic(
-    task: DomainTask | HostTask | RetryEvent,
+    task: DomainTask | HostTask | HostTasks | RetryEvent,
 ) -> None:
-    """A task or a retry event comes back from decode_any as itself, told by its fingerprint."""
-    kinds = (DomainTask, RetryEvent) if isinstance(task, DomainTask) else (HostTask, RetryEvent)
+    """A task, several, or a retry event comes back from decode_any as itself, told
+    by its fingerprint."""
+    kinds: tuple[type[Record], ...] = (
+        (DomainTask, RetryEvent)
+        if isinstance(task, DomainTask)
+        else (HostTask, HostTasks, RetryEvent)
+    )
     assert codecs.decode_any(encode(task), kinds) == task
 
 

@@ -62,6 +62,9 @@ def walk(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
 
 # -- the house rules, for every file (current and previous) -----------------------
 
+#: Files whose fields only refer to types other files define (no time of their own).
+ONLY_REFERENCES = {"HostTasks"}
+
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_top_level_record_is_in_the_namespace_and_named_as_its_file(path: Path) -> None:
@@ -92,7 +95,7 @@ def test_every_enum_has_a_default_symbol(path: Path) -> None:
 def test_times_are_timestamp_millis(path: Path) -> None:
     """Every field named *_at is a long with logical type timestamp-millis."""
     times = [field for _, field in walk(raw(path)) if field.get("name", "").endswith("_at")]
-    assert times
+    assert times or path.stem in ONLY_REFERENCES
     assert all(
         field["type"] == {"type": "long", "logicalType": "timestamp-millis"} for field in times
     )
