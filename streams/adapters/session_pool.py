@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 if TYPE_CHECKING:
-    from streams.adapters.smtp_probe import Target
+    from streams.adapters.smtp_session import Target
 
 __all__ = ["IDLE_PER_TARGET", "IdleSessions", "Session", "quit_politely", "unread_bytes"]
 
