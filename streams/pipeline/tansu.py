@@ -7,6 +7,10 @@ table, so on Tansu recovery stops early and loses the last batch of updates.
 Fetch responses carry the right high watermark, so the end offset is taken as
 the larger of the two (:func:`streams.embedded.true_end_offsets`).
 
+Tansu also holds every Fetch for its whole max wait, even when data arrives
+meanwhile: the worker's consumer waits :data:`~streams.embedded.FETCH_WAIT_MS`
+instead of Faust's fixed 1,500 ms.
+
 Apache Kafka never sees any of this: :class:`EmbeddedApp` is only built when
 mxprobe runs its own embedded broker.
 """
@@ -21,12 +25,19 @@ from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP
 
-from streams.embedded import true_end_offsets
+from streams.embedded import FETCH_WAIT_MS, true_end_offsets
 
 __all__ = ["EmbeddedApp"]
 
 
 class _TansuConsumerThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        # A Fetch waits its whole max wait on Tansu, data or not (FETCH_WAIT_MS);
+        # Faust passes a fixed 1,500 ms. aiokafka reads this attribute at start().
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_WAIT_MS
+        return consumer
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         # BROKERS.md #1: ListOffsets(latest) is short on Tansu; Faust's table
         # recovery would stop before the last batch of changelog records.

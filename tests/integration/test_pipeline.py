@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
-from streams.embedded import EmbeddedBroker, true_end_offsets
+from streams.embedded import FETCH_WAIT_MS, EmbeddedBroker, true_end_offsets
 from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
@@ -49,12 +49,17 @@ async def test_every_sandbox_behaviour_end_to_end(
     async with PipelineRun(settings, make) as running:
         requests = requests_for(list(AFTER_RETRY))
         records = await running.verify(requests, timeout=60)
+        assert running.pipeline is not None
+        fetcher = running.pipeline.app.consumer._thread._ensure_consumer()._fetcher
     assert [r.request_id for r in records] == [r.request_id for r in requests]
     got = {r.email: f"{r.status.value}/{r.reason}" for r in records}
     assert got == AFTER_RETRY
     for record in records:
         assert record.latency_ms >= 0
         assert record.schema_version == 1
+    # On Tansu a Fetch waits its whole max wait, data or not: Faust's 1,500 ms
+    # would be added to every hop (streams.embedded.FETCH_WAIT_MS).
+    assert fetcher._fetch_max_wait_ms == FETCH_WAIT_MS
 
 
 async def test_duplicate_addresses_each_get_their_verdict(
