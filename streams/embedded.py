@@ -71,8 +71,7 @@ __all__ = [
 #: submit to verdict: 1.46 s with Faust's 1,500 ms, 0.17 s with 100 ms. An idle
 #: worker then costs 2.4 % of a core and the broker 4.9 % (1.2 % and 0.5 % with
 #: 1,500 ms; 5.6 % and 12.6 % with 20 ms, for no better latency). Kafka answers
-#: a waiting Fetch at once, so workers use it only on Tansu (EmbeddedApp);
-#: mxprobe's own readers of verdicts and dead letters use it on any broker.
+#: a waiting Fetch at once, so workers use it only on Tansu (EmbeddedApp).
 FETCH_WAIT_MS = 100
 
 MISSING_EXTRA = (

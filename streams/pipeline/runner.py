@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.core.address import SyntaxProblem, parse_address
 from streams.core.throttle import HostState
-from streams.embedded import FETCH_WAIT_MS, EmbeddedBroker, create_topics, true_end_offsets
+from streams.embedded import EmbeddedBroker, create_topics, true_end_offsets
 from streams.errors import CodecError
 from streams.pipeline.app import HOST_STATE_PREFIX, Pipeline, free_port
 from streams.pipeline.codecs import decode, encode
@@ -113,7 +113,6 @@ async def read_verdicts(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        fetch_max_wait_ms=FETCH_WAIT_MS,  # on Tansu a Fetch waits that long, data or not
     )
     await consumer.start()
     try:
@@ -137,7 +136,6 @@ async def read_dead_letters(bootstrap: str, topic: str) -> AsyncGenerator[str, N
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=FETCH_WAIT_MS,
     )
     await consumer.start()
     try:
