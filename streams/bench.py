@@ -113,7 +113,8 @@ def run_bench(
         on_verdict: called for each verdict of the measured pass (progress).
 
     Raises:
-        MxprobeError: the workload is invalid, the sandbox cannot start, or the
+        MxprobeError: the workload is invalid, the sandbox cannot start, the
+            verdicts do not all arrive within ``plan.timeout``, or the
             pipeline fails.
     """
     try:
@@ -136,7 +137,14 @@ def run_bench(
             {"timeout": 5.0, **RAISED_LIMITS, **(settings or {})},
         )
         runner = _core if plan.core_only else _pipeline
-        measured = asyncio.run(runner(config, warm, emails, sandbox, plan, on_verdict))
+        try:
+            measured = asyncio.run(runner(config, warm, emails, sandbox, plan, on_verdict))
+        except TimeoutError:
+            raise MxprobeError(
+                f"Not every verdict arrived within {plan.timeout:.0f} s. A worker may have "
+                "stopped or fallen behind: run `mxprobe worker` in another terminal to see "
+                "its log, or try fewer --addresses."
+            ) from None
         served = sandbox.stats()
     return _report(plan, measured, served)
 

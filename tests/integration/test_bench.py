@@ -7,6 +7,9 @@ import json
 import pytest
 from support import mxprobe
 
+from streams.bench import BenchPlan, run_bench
+from streams.errors import MxprobeError
+
 pytestmark = pytest.mark.integration
 
 KEYS = {
@@ -95,3 +98,12 @@ def test_bench_with_two_worker_processes() -> None:
         "deliverable/accepted": 20,
     }
     assert report["cpu_seconds_per_1000"] > 0  # the worker processes' CPU is counted
+
+
+def test_verdicts_late_past_the_timeout_are_an_error_not_a_crash() -> None:
+    """Verdicts that do not all arrive in time: an MxprobeError naming what to do."""
+    plan = BenchPlan(addresses=40, domains=2, hosts=2, core_only=True, timeout=0.001)
+    with pytest.raises(
+        MxprobeError, match=r"Not every verdict arrived within 0 s\..*mxprobe worker"
+    ):
+        run_bench(plan)
