@@ -1,20 +1,20 @@
 """Reading and validating world data (the TOML file's tables) into a :class:`World`.
 
-Every table is read through :class:`_Table`, which refuses unknown keys
-(suggesting the closest known one) and values of the wrong type or range,
-so every message names the file, the entry and the fix.
+Every table is read through a :class:`~streams.sandbox.toml_table.TomlTable`,
+which refuses unknown keys (suggesting the closest known one) and values of
+the wrong type or range, so every message names the file, the entry and the
+fix.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from streams.errors import WorldError
+from streams.sandbox.toml_table import LOOPBACK, TomlTable
 from streams.sandbox.world import (
     STATUSES,
     Behaviour,
@@ -30,8 +30,6 @@ from streams.sandbox.world import (
 
 __all__ = ["read_world"]
 
-_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _REASON = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # Default instances: with slots, ``DnsConfig.port`` is a descriptor, not the default.
@@ -72,147 +70,27 @@ _HOST_KEYS = (
 )
 
 
-class _Table:
-    """One TOML table being read: typed getters whose errors name the entry."""
-
-    def __init__(
-        self,
-        data: object,
-        *,
-        source: str,
-        where: str,
-        keys: Collection[str],
-        index: int = 0,
-        label: str = "",
-    ) -> None:
-        self.source = source
-        # Array entries are named by their label ("[[hosts]] 'mx.a.test'"), else their index.
-        self.where = f"{where} entry {index}" if index else where
-        if not isinstance(data, Mapping):
-            raise self.error(f"expected a table, got {type(data).__name__}", "write it as a table")
-        self.data: Mapping[str, Any] = data
-        if label and isinstance(data.get(label), str):
-            self.where = f"{where} {data[label]!r}"
-        for key in data:
-            if key not in keys:
-                close = difflib.get_close_matches(str(key), list(keys), n=1)
-                fix = f"rename it to {close[0]!r}" if close else "valid keys: " + ", ".join(keys)
-                raise self.error(f"unknown key {key!r}", fix)
-
-    def error(self, problem: str, fix: str) -> WorldError:
-        """Build the error for ``problem`` in this table, with the ``fix``."""
-        return WorldError(f"{self.source}: {self.where}: {problem}; {fix}.")
-
-    def raw(self, key: str, expected: type | tuple[type, ...], what: str) -> Any:
-        """Return the value of ``key`` (None when absent) after a type check."""
-        value = self.data.get(key)
-        if value is None:
-            return None
-        # bool is a subclass of int: "port = true" must not pass as 1.
-        wrong_bool = isinstance(value, bool) and expected is not bool
-        if wrong_bool or not isinstance(value, expected):
-            raise self.error(f"{key} must be {what}, got {value!r}", f"set {key} to {what}")
-        return value
-
-    def text(self, key: str, default: str | None = None) -> str:
-        """A string; required when ``default`` is None."""
-        value = self.raw(key, str, "a string")
-        if value is None:
-            if default is None:
-                raise self.error(f"{key} is missing", f'add {key} = "..."')
-            return default
-        return str(value)
-
-    def integer(self, key: str, default: int, *, high: int = 2**31 - 1) -> int:
-        """An int in ``[0, high]``, or ``default`` when absent."""
-        value = self.optional_integer(key, high=high)
-        return default if value is None else value
-
-    def optional_integer(self, key: str, *, high: int = 2**31 - 1) -> int | None:
-        """An int in ``[0, high]``, or None when absent."""
-        value = self.raw(key, int, "an integer")
-        if value is not None and not 0 <= value <= high:
-            raise self.error(f"{key} = {value} is out of range", f"use 0..{high}")
-        return None if value is None else int(value)
-
-    def number(self, key: str, default: float, *, positive: bool = False) -> float:
-        """A finite number of seconds, >= 0 (or > 0 when ``positive``)."""
-        value = self.raw(key, (int, float), "a number of seconds")
-        if value is None:
-            return default
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            raise self.error(f"{key} = {value} is not a duration", f"use a number {bound}")
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        """A boolean."""
-        value = self.raw(key, bool, "true or false")
-        return default if value is None else bool(value)
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        """A list of strings (empty when absent)."""
-        value = self.raw(key, list, "a list of strings")
-        if value is None:
-            return ()
-        for item in value:
-            if not isinstance(item, str):
-                raise self.error(f"{key} holds {item!r}", f"make every item of {key} a string")
-        return tuple(value)
-
-    def name(self, key: str, value: str | None = None) -> str:
-        """A DNS name, lower case without the trailing dot."""
-        name = (self.text(key) if value is None else value).strip().lower().rstrip(".")
-        if not name.isascii():
-            raise self.error(f"{key} {name!r} is not ASCII", "write it in punycode (xn--...)")
-        labels = name.split(".")
-        if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-            raise self.error(
-                f"{key} {name!r} is not a valid DNS name",
-                "use dot-separated labels of letters, digits and hyphens",
-            )
-        return name
-
-    def loopback(self, key: str, value: str | None = None) -> str:
-        """An IPv4 address inside 127.0.0.0/8."""
-        text = self.text(key) if value is None else value
-        try:
-            address = ipaddress.ip_address(text.strip())
-        except ValueError:
-            problem = f"{key} {text!r} is not an IP address"
-            raise self.error(problem, "use e.g. 127.0.53.10") from None
-        if not isinstance(address, ipaddress.IPv4Address) or address not in _LOOPBACK:
-            raise self.error(
-                f"{key} {text!r} is outside 127.0.0.0/8",
-                "the sandbox binds only to loopback, so use an address like 127.0.53.10",
-            )
-        return str(address)
-
-    def entries(self, key: str) -> list[Any]:
-        """An array of tables (empty when absent)."""
-        value = self.raw(key, list, f"an array of tables ([[{key}]])")
-        return [] if value is None else list(value)
-
-
 def read_world(data: Mapping[str, Any], *, source: str) -> World:
     """Build a :class:`World` from TOML-shaped ``data`` (see :meth:`World.from_dict`).
 
     Raises:
         WorldError: the data does not describe a valid world.
     """
-    top = _Table(data, source=source, where="top level", keys=_TOP_KEYS)
-    dns = _read_dns(_Table(data.get("dns", {}), source=source, where="[dns]", keys=_DNS_KEYS))
-    smtp_table = _Table(data.get("smtp", {}), source=source, where="[smtp]", keys=_SMTP_KEYS)
+    top = TomlTable(data, source=source, where="top level", keys=_TOP_KEYS)
+    dns = _read_dns(TomlTable(data.get("dns", {}), source=source, where="[dns]", keys=_DNS_KEYS))
+    smtp_table = TomlTable(data.get("smtp", {}), source=source, where="[smtp]", keys=_SMTP_KEYS)
     smtp = SmtpConfig(
         port=smtp_table.integer("port", _SMTP.port, high=65535),
         idle_timeout=smtp_table.number("idle_timeout", _SMTP.idle_timeout, positive=True),
     )
-    probe_table = _Table(data.get("probe", {}), source=source, where="[probe]", keys=_PROBE_KEYS)
+    probe_table = TomlTable(data.get("probe", {}), source=source, where="[probe]", keys=_PROBE_KEYS)
     probe = ProbeConfig(
         mail_from=probe_table.text("mail_from", _PROBE.mail_from),
         timeout=probe_table.number("timeout", _PROBE.timeout, positive=True),
     )
-    signals = _Table(data.get("signals", {}), source=source, where="[signals]", keys=_SIGNALS_KEYS)
+    signals = TomlTable(
+        data.get("signals", {}), source=source, where="[signals]", keys=_SIGNALS_KEYS
+    )
     disposable = tuple(signals.name("disposable", item) for item in signals.texts("disposable"))
     hosts = tuple(_read_host(entry, source, i) for i, entry in enumerate(top.entries("hosts"), 1))
     domains = tuple(
@@ -235,7 +113,7 @@ def read_world(data: Mapping[str, Any], *, source: str) -> World:
     return world
 
 
-def _read_dns(table: _Table) -> DnsConfig:
+def _read_dns(table: TomlTable) -> DnsConfig:
     zones = tuple(table.name("zones", zone) for zone in table.texts("zones"))
     if "zones" in table.data and not zones:
         raise table.error("zones is empty", 'name at least one zone, e.g. zones = ["test"]')
@@ -249,7 +127,7 @@ def _read_dns(table: _Table) -> DnsConfig:
 
 
 def _read_host(data: object, source: str, index: int) -> Host:
-    table = _Table(
+    table = TomlTable(
         data, source=source, where="[[hosts]]", keys=_HOST_KEYS, index=index, label="name"
     )
     name = table.name("name")
@@ -284,7 +162,7 @@ def _read_host(data: object, source: str, index: int) -> Host:
     )
 
 
-def _reject_at(table: _Table) -> str:
+def _reject_at(table: TomlTable) -> str:
     value = table.text("reject_at", _HOST.reject_at)
     if value not in ("mail", "rcpt"):
         raise table.error(
@@ -295,13 +173,13 @@ def _reject_at(table: _Table) -> str:
 
 
 def _read_domain(data: object, source: str, index: int) -> Domain:
-    table = _Table(
+    table = TomlTable(
         data, source=source, where="[[domains]]", keys=_DOMAIN_KEYS, index=index, label="name"
     )
     name = table.name("name")
     mx: list[MxRef] = []
     for number, entry in enumerate(table.entries("mx"), 1):
-        ref = _Table(entry, source=source, where=f"{table.where} mx {number}", keys=_MX_KEYS)
+        ref = TomlTable(entry, source=source, where=f"{table.where} mx {number}", keys=_MX_KEYS)
         preference = ref.integer("preference", 10, high=65535)
         mx.append(MxRef(preference, ref.name("host")))
     aaaa = table.texts("aaaa")
@@ -349,7 +227,7 @@ def _read_domain(data: object, source: str, index: int) -> Domain:
     return domain
 
 
-def _documentation(table: _Table, text: str) -> str:
+def _documentation(table: TomlTable, text: str) -> str:
     """A ``private_a`` entry: an IPv4 documentation address (RFC 5737)."""
     try:
         address = ipaddress.IPv4Address(text.strip())
@@ -364,7 +242,7 @@ def _documentation(table: _Table, text: str) -> str:
     return str(address)
 
 
-def _a_network(table: _Table) -> tuple[str, ...]:
+def _a_network(table: TomlTable) -> tuple[str, ...]:
     """The A records of ``a_network``: every host address of a loopback network."""
     text = table.text("a_network", "")
     if not text:
@@ -375,7 +253,7 @@ def _a_network(table: _Table) -> tuple[str, ...]:
         problem = f"a_network {text!r} is not an IPv4 network"
         fix = 'write a network address and prefix, e.g. "127.0.54.0/23"'
         raise table.error(problem, fix) from None
-    if not network.subnet_of(_LOOPBACK) or network.num_addresses > _MAX_A_NETWORK:
+    if not network.subnet_of(LOOPBACK) or network.num_addresses > _MAX_A_NETWORK:
         raise table.error(
             f"a_network {text!r} is not a loopback network of at most {_MAX_A_NETWORK} addresses",
             "use a prefix of /22 or longer inside 127.0.0.0/8, e.g. 127.0.54.0/23",
@@ -384,7 +262,7 @@ def _a_network(table: _Table) -> tuple[str, ...]:
 
 
 def _read_expectation(data: object, source: str, index: int) -> Expectation:
-    table = _Table(
+    table = TomlTable(
         data, source=source, where="[[expect]]", keys=_EXPECT_KEYS, index=index, label="address"
     )
     address = table.text("address").strip()
