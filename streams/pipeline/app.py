@@ -3,13 +3,14 @@
 Thin wiring only: every decision is the Verifier's (and so the core's).
 
 - ``intake`` (input and bulk topics): decode, parse; bad syntax → verdict;
-  else a DomainTask keyed by the ASCII domain — or, when the event is already
+  else a DomainTask keyed by the ASCII domain (several of a batch in one
+  DomainTasks event) — or, when the event is already
   keyed by its domain (``mxprobe submit`` does that), resolved right there,
   skipping the first re-key. Undecodable events → DLQ.
 - ``resolve`` (by-domain topic, concurrency 1, writes the ``domains`` table):
   batches of tasks, each distinct domain resolved once through the
   Verifier's route cache backed by the table; no mail host → verdict; else a
-  HostTask keyed by the mail host tried first.
+  HostTask keyed by the mail host tried first (several in one HostTasks event).
 - ``probe`` (by-host topic, concurrency 1, writes the ``hosts`` table of
   catch-all facts): batches grouped by mail-host set, probed through the
   Verifier; one verdict per request, keyed by request_id.
@@ -42,7 +43,7 @@ from typing import Any, Generic, TypeVar, cast
 import faust
 from faust.exceptions import ProducerSendError
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 
 from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
@@ -57,6 +58,7 @@ from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
     DomainTask,
+    DomainTasks,
     HostTask,
     HostTasks,
     Record,
@@ -188,9 +190,9 @@ BULK_MAX_WAIT = 5.0
 #: Checks of a held retry event for a rebalance or a stop, at least this often.
 RETRY_CHECK_INTERVAL = 1.0
 
-#: The most tasks in one HostTasks event (about 0.3 kB each: well under the
-#: producer's 1 MiB request limit).
-HOST_TASKS_PER_EVENT = 500
+#: The most tasks in one DomainTasks or HostTasks event (about 0.3 kB each:
+#: well under the producer's 1 MiB request limit).
+TASKS_PER_EVENT = 500
 
 
 def _domain_task_of(task: DomainTask | RetryEvent) -> DomainTask:
@@ -360,10 +362,20 @@ class Pipeline:
 
     async def _intake_events(self, events: Sequence[EventT[bytes]]) -> None:
         local: list[tuple[EventT[bytes], DomainTask | RetryEvent]] = []
+        outgoing: dict[bytes, list[DomainTask]] = {}  # one event per domain, not per address
         for event in events:
             task = await self._guarded_one(event, self._intake_one)
-            if task is not None:
+            if task is None:
+                continue
+            domain = task.address.ascii_domain.encode()
+            if event.message.key == domain:
+                # Already keyed by its domain (as `mxprobe submit` does): resolve
+                # here and skip a re-key (DESIGN: each re-key costs 30-35 %).
                 local.append((event, task))
+            else:
+                outgoing.setdefault(domain, []).append(task)
+        for domain, tasks in outgoing.items():
+            await self._send_tasks(self.by_domain, domain, tasks)
         await self._resolve_tasks(local)
 
     async def _guarded_one(
@@ -380,7 +392,7 @@ class Pipeline:
         return None
 
     async def _intake_one(self, event: EventT[bytes]) -> DomainTask | None:
-        """Decode and parse one request; returns it when intake should resolve it here."""
+        """Decode and parse one request; its task, unless it got its answer here."""
         request = decode(event.message.value or b"", AddressRequest)
         if not request.request_id:
             await self._dead_letter(
@@ -395,20 +407,13 @@ class Pipeline:
         if isinstance(parsed, Verdict):
             await self._emit(request, parsed, event)
             return None
-        task = DomainTask(
+        return DomainTask(
             request=request,
             address=parsed,
             signals=self.verifier.signals(parsed),
             first_seen_at=_now(),
             bulk=event.message.topic == self.topology.bulk.name,
         )
-        domain = parsed.ascii_domain.encode()
-        if event.message.key == domain:
-            # Already keyed by its domain (as `mxprobe submit` does): resolve
-            # here and skip a re-key (DESIGN: each re-key costs 30-35 %).
-            return task
-        await self.by_domain.send(key=domain, value=encode(task))
-        return None
 
     async def _resolve(self, stream: StreamT[bytes]) -> None:
         async for events in self._batches(stream):
@@ -420,13 +425,12 @@ class Pipeline:
         kind: type[TaskT],
         request_of: Callable[[TaskT | RetryEvent], AddressRequest],
     ) -> list[tuple[EventT[bytes], TaskT | RetryEvent]]:
-        """Decode ``events`` as ``kind`` (or HostTasks, several HostTask in one
-        event) or as a RetryEvent back from a tier: undecodable ones go to the
+        """Decode ``events`` as ``kind`` (or DomainTasks / HostTasks, several of
+        them in one event) or as a RetryEvent back from a tier: undecodable ones go to the
         DLQ, and requests already answered get their verdict again; the rest are
         returned, each task with its event."""
-        kinds: tuple[type[Record], ...] = (kind, RetryEvent)
-        if kind is HostTask:
-            kinds += (HostTasks,)
+        kinds: tuple[type[Record], ...] = (kind, DomainTasks if kind is DomainTask else HostTasks)
+        kinds += (RetryEvent,)
         pending: list[tuple[EventT[bytes], TaskT | RetryEvent]] = []
         for event in events:
             try:
@@ -434,7 +438,7 @@ class Pipeline:
             except CodecError as exc:
                 await self._dead_letter(event, str(exc))
                 continue
-            tasks = record.tasks if isinstance(record, HostTasks) else (record,)
+            tasks = record.tasks if isinstance(record, DomainTasks | HostTasks) else (record,)
             for task in cast("tuple[TaskT | RetryEvent, ...]", tasks):
                 if not await self._resend(request_of(task)):
                     pending.append((event, task))
@@ -500,16 +504,23 @@ class Pipeline:
                 value = encode(dataclasses.replace(retry, host_task=host_task))
                 await self.by_host.send(key=host_task.mail_host.encode(), value=value)
         for group in outgoing.values():
-            await self._send_host_tasks(group)
+            await self._send_tasks(self.by_host, group[0].mail_host.encode(), group)
 
-    async def _send_host_tasks(self, tasks: list[HostTask]) -> None:
-        """Send tasks of one mail host to the probe stage: up to HOST_TASKS_PER_EVENT
-        in a HostTasks event, a single one as a HostTask."""
-        key = tasks[0].mail_host.encode()
-        for start in range(0, len(tasks), HOST_TASKS_PER_EVENT):
-            chunk = tasks[start : start + HOST_TASKS_PER_EVENT]
-            record = chunk[0] if len(chunk) == 1 else HostTasks(tuple(chunk))
-            await self.by_host.send(key=key, value=encode(record))
+    async def _send_tasks(
+        self, topic: TopicT, key: bytes, tasks: list[DomainTask] | list[HostTask]
+    ) -> None:
+        """Send tasks of one domain (one mail host) to the next stage: up to
+        TASKS_PER_EVENT in a DomainTasks (HostTasks) event, a single one as itself."""
+        for start in range(0, len(tasks), TASKS_PER_EVENT):
+            chunk = tasks[start : start + TASKS_PER_EVENT]
+            record: Record
+            if len(chunk) == 1:
+                record = chunk[0]
+            elif isinstance(chunk[0], DomainTask):
+                record = DomainTasks(cast("tuple[DomainTask, ...]", tuple(chunk)))
+            else:
+                record = HostTasks(cast("tuple[HostTask, ...]", tuple(chunk)))
+            await topic.send(key=key, value=encode(record))
 
     def _batches(self, stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
         settings = self.settings

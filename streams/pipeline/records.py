@@ -35,6 +35,7 @@ __all__ = [
     "AddressRequest",
     "DeadLetter",
     "DomainTask",
+    "DomainTasks",
     "HostTask",
     "HostTasks",
     "Record",
@@ -232,6 +233,13 @@ class HostTask:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainTasks:
+    """Several tasks of one domain in one event (``io.mxprobe.DomainTasks``)."""
+
+    tasks: tuple[DomainTask, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class HostTasks:
     """Several tasks of one mail host in one event (``io.mxprobe.HostTasks``)."""
 
@@ -275,7 +283,14 @@ class DeadLetter:
 
 #: Any top-level record.
 Record = (
-    AddressRequest | VerdictRecord | DomainTask | HostTask | HostTasks | RetryEvent | DeadLetter
+    AddressRequest
+    | VerdictRecord
+    | DomainTask
+    | DomainTasks
+    | HostTask
+    | HostTasks
+    | RetryEvent
+    | DeadLetter
 )
 
 #: Each record type with the full name of its Avro schema.
@@ -283,6 +298,7 @@ RECORD_TYPES: Final[Mapping[type[Record], str]] = {
     AddressRequest: "io.mxprobe.AddressRequest",
     VerdictRecord: "io.mxprobe.Verdict",
     DomainTask: "io.mxprobe.DomainTask",
+    DomainTasks: "io.mxprobe.DomainTasks",
     HostTask: "io.mxprobe.HostTask",
     HostTasks: "io.mxprobe.HostTasks",
     RetryEvent: "io.mxprobe.RetryEvent",
@@ -415,6 +431,14 @@ def _host_task_from(d: Mapping[str, Any]) -> HostTask:
     )
 
 
+def _domain_tasks_to(t: DomainTasks) -> dict[str, Any]:
+    return {"tasks": [_domain_task_to(task) for task in t.tasks]}
+
+
+def _domain_tasks_from(d: Mapping[str, Any]) -> DomainTasks:
+    return DomainTasks(tuple(_domain_task_from(task) for task in d["tasks"]))
+
+
 def _host_tasks_to(t: HostTasks) -> dict[str, Any]:
     return {"tasks": [_host_task_to(task) for task in t.tasks]}
 
@@ -465,6 +489,7 @@ _TO_AVRO: Final[Mapping[type[Any], Callable[[Any], dict[str, Any]]]] = {
     AddressRequest: _request_to,
     VerdictRecord: _verdict_to,
     DomainTask: _domain_task_to,
+    DomainTasks: _domain_tasks_to,
     HostTask: _host_task_to,
     HostTasks: _host_tasks_to,
     RetryEvent: _retry_to,
@@ -474,6 +499,7 @@ _FROM_AVRO: Final[Mapping[type[Any], Callable[[Mapping[str, Any]], Any]]] = {
     AddressRequest: _request_from,
     VerdictRecord: _verdict_from,
     DomainTask: _domain_task_from,
+    DomainTasks: _domain_tasks_from,
     HostTask: _host_task_from,
     HostTasks: _host_tasks_from,
     RetryEvent: _retry_from,

@@ -31,6 +31,7 @@ from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
     DomainTask,
+    DomainTasks,
     HostTask,
     HostTasks,
     RetryEvent,
@@ -162,8 +163,11 @@ def _dead_request_ids(value: bytes) -> tuple[str, ...]:
     with contextlib.suppress(CodecError):
         return (decode(letter.value, HostTask).domain_task.request.request_id,)
     with contextlib.suppress(CodecError):
-        tasks = decode(letter.value, HostTasks).tasks
-        return tuple(task.domain_task.request.request_id for task in tasks)
+        domain_tasks = decode(letter.value, DomainTasks).tasks
+        return tuple(task.request.request_id for task in domain_tasks)
+    with contextlib.suppress(CodecError):
+        host_tasks = decode(letter.value, HostTasks).tasks
+        return tuple(task.domain_task.request.request_id for task in host_tasks)
     with contextlib.suppress(CodecError):
         return (decode(letter.value, RetryEvent).host_task.domain_task.request.request_id,)
     return ()

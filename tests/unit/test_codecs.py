@@ -42,6 +42,7 @@ from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
     DomainTask,
+    DomainTasks,
     HostTask,
     HostTasks,
     Record,
@@ -210,6 +211,7 @@ _EXAMPLES: dict[type[Any], Any] = {
         key=b"k", value=b"v", topic="addresses", partition=0, offset=1, error="Bad.", failed_at=NOW
     ),
 }
+_EXAMPLES[DomainTasks] = DomainTasks((TASK, dataclasses.replace(TASK, attempt=2)))
 _EXAMPLES[HostTasks] = HostTasks(
     (
         _EXAMPLES[HostTask],
@@ -224,6 +226,7 @@ _SCHEMA_OF = {
     "io.mxprobe.AddressRequest": AddressRequest,
     "io.mxprobe.Verdict": VerdictRecord,
     "io.mxprobe.DomainTask": DomainTask,
+    "io.mxprobe.DomainTasks": DomainTasks,
     "io.mxprobe.HostTask": HostTask,
     "io.mxprobe.HostTasks": HostTasks,
     "io.mxprobe.RetryEvent": RetryEvent,
@@ -521,6 +524,7 @@ def test_register_codecs_registers_one_codec_per_record_type(
         "avro-address-request": AddressRequest,
         "avro-verdict": VerdictRecord,
         "avro-domain-task": DomainTask,
+        "avro-domain-tasks": DomainTasks,
         "avro-host-task": HostTask,
         "avro-host-tasks": HostTasks,
         "avro-retry-event": RetryEvent,
@@ -741,7 +745,7 @@ def test_any_unknown_fingerprint_is_unknown_schema(
 
 
 SHARED_TOPICS: list[tuple[type[Record], ...]] = [
-    (DomainTask, RetryEvent),
+    (DomainTask, DomainTasks, RetryEvent),
     (HostTask, HostTasks, RetryEvent),
 ]
 
@@ -767,16 +771,17 @@ def test_decode_any_gives_one_of_its_kinds_or_a_codec_error(
     task=DOMAIN_TASKS
     | HOST_TASKS
     | RETRIES
+    | st.lists(DOMAIN_TASKS, max_size=5).map(lambda tasks: DomainTasks(tuple(tasks)))
     | st.lists(HOST_TASKS, max_size=5).map(lambda tasks: HostTasks(tuple(tasks)))
 )
 def test_decode_any_round_trips_the_records_of_a_shared_topic(
-    task: DomainTask | HostTask | HostTasks | RetryEvent,
+    task: DomainTask | DomainTasks | HostTask | HostTasks | RetryEvent,
 ) -> None:
     """A task, several, or a retry event comes back from decode_any as itself, told
     by its fingerprint."""
     kinds: tuple[type[Record], ...] = (
-        (DomainTask, RetryEvent)
-        if isinstance(task, DomainTask)
+        (DomainTask, DomainTasks, RetryEvent)
+        if isinstance(task, DomainTask | DomainTasks)
         else (HostTask, HostTasks, RetryEvent)
     )
     assert codecs.decode_any(encode(task), kinds) == task
