@@ -190,9 +190,15 @@ BULK_MAX_WAIT = 5.0
 #: Checks of a held retry event for a rebalance or a stop, at least this often.
 RETRY_CHECK_INTERVAL = 1.0
 
-#: The most tasks in one DomainTasks or HostTasks event (about 0.3 kB each:
-#: well under the producer's 1 MiB request limit).
+#: The most tasks in one DomainTasks or HostTasks event, and the most bytes
+#: (estimated by _size_hint; a quarter of the producer's 1,000,000-byte limit,
+#: so that text of up to 4 UTF-8 bytes a character still fits). A task over
+#: that goes alone; if it is too big to send, only its event is dead-lettered.
 TASKS_PER_EVENT = 500
+TASK_BYTES_PER_EVENT = 250_000
+
+#: The longest request_id accepted (characters); a longer one goes to the DLQ.
+REQUEST_ID_LIMIT = 1024
 
 
 def _domain_task_of(task: DomainTask | RetryEvent) -> DomainTask:
@@ -362,7 +368,7 @@ class Pipeline:
 
     async def _intake_events(self, events: Sequence[EventT[bytes]]) -> None:
         local: list[tuple[EventT[bytes], DomainTask | RetryEvent]] = []
-        outgoing: dict[bytes, list[DomainTask]] = {}  # one event per domain, not per address
+        outgoing: dict[bytes, list[tuple[EventT[bytes], DomainTask]]] = {}  # a domain: an event
         for event in events:
             task = await self._guarded_one(event, self._intake_one)
             if task is None:
@@ -373,9 +379,10 @@ class Pipeline:
                 # here and skip a re-key (DESIGN: each re-key costs 30-35 %).
                 local.append((event, task))
             else:
-                outgoing.setdefault(domain, []).append(task)
-        for domain, tasks in outgoing.items():
-            await self._send_tasks(self.by_domain, domain, tasks)
+                outgoing.setdefault(domain, []).append((event, task))
+        self.sent.save()  # the verdicts given here (bad syntax), before resolving takes time
+        for domain, pairs in outgoing.items():
+            await self._send_tasks(self.by_domain, domain, pairs)
         await self._resolve_tasks(local)
 
     async def _guarded_one(
@@ -399,6 +406,14 @@ class Pipeline:
                 event,
                 "This AddressRequest has an empty request_id, so its verdict could not be told "
                 "from others; give every request an id of its own (a UUID).",
+            )
+            return None
+        if len(request.request_id) > REQUEST_ID_LIMIT:
+            await self._dead_letter(
+                event,
+                f"This AddressRequest's request_id has {len(request.request_id)} characters, "
+                f"over the {REQUEST_ID_LIMIT} mxprobe accepts (it keys the verdict and is kept "
+                "to answer duplicates); give every request a short id of its own (a UUID).",
             )
             return None
         if await self._resend(request):
@@ -478,14 +493,18 @@ class Pipeline:
         answers = await asyncio.gather(*map(resolve, domains), return_exceptions=True)
         routes = dict(zip(domains, answers, strict=True))
         # One event per mail host (and bulk flag) to the probe stage, not one per address.
-        outgoing: dict[tuple[bool, tuple[Target, ...]], list[HostTask]] = {}
+        outgoing: dict[tuple[bool, tuple[Target, ...]], list[tuple[EventT[bytes], HostTask]]] = {}
+        lettered: set[int] = set()
         for event, task in tasks:
             domain_task = _domain_task_of(task)
             retry = task if isinstance(task, RetryEvent) else None
             route = routes[domain_task.address.ascii_domain]
             if isinstance(route, BaseException):
-                # Only the requests of the domain that failed go to the DLQ.
-                await self._dead_letter(event, _failure(route))
+                # Only the events of the domain that failed go to the DLQ, each once
+                # (a DomainTasks event holds several tasks of that domain).
+                if id(event) not in lettered:
+                    lettered.add(id(event))
+                    await self._dead_letter(event, _failure(route))
                 continue
             if route.problem is not None:
                 request, address = domain_task.request, domain_task.address
@@ -499,28 +518,39 @@ class Pipeline:
             host_task = HostTask.from_route(domain_task, route)
             if retry is None:
                 key = (domain_task.bulk, host_task.targets)
-                outgoing.setdefault(key, []).append(host_task)
+                outgoing.setdefault(key, []).append((event, host_task))
             else:
                 value = encode(dataclasses.replace(retry, host_task=host_task))
                 await self.by_host.send(key=host_task.mail_host.encode(), value=value)
         for group in outgoing.values():
-            await self._send_tasks(self.by_host, group[0].mail_host.encode(), group)
+            await self._send_tasks(self.by_host, group[0][1].mail_host.encode(), group)
 
     async def _send_tasks(
-        self, topic: TopicT, key: bytes, tasks: list[DomainTask] | list[HostTask]
+        self,
+        topic: TopicT,
+        key: bytes,
+        pairs: Sequence[tuple[EventT[bytes], DomainTask]]
+        | Sequence[tuple[EventT[bytes], HostTask]],
     ) -> None:
-        """Send tasks of one domain (one mail host) to the next stage: up to
-        TASKS_PER_EVENT in a DomainTasks (HostTasks) event, a single one as itself."""
-        for start in range(0, len(tasks), TASKS_PER_EVENT):
-            chunk = tasks[start : start + TASKS_PER_EVENT]
+        """Send tasks of one domain (one mail host) to the next stage, in DomainTasks
+        (HostTasks) events of at most TASKS_PER_EVENT tasks and TASK_BYTES_PER_EVENT
+        bytes; a single task goes as itself. A send that fails dead-letters the events
+        of its tasks only."""
+        for chunk in _chunks(pairs):
+            tasks = tuple(task for _, task in chunk)
             record: Record
-            if len(chunk) == 1:
-                record = chunk[0]
-            elif isinstance(chunk[0], DomainTask):
-                record = DomainTasks(cast("tuple[DomainTask, ...]", tuple(chunk)))
+            if len(tasks) == 1:
+                record = tasks[0]
+            elif isinstance(tasks[0], DomainTask):
+                record = DomainTasks(cast("tuple[DomainTask, ...]", tasks))
             else:
-                record = HostTasks(cast("tuple[HostTask, ...]", tuple(chunk)))
-            await topic.send(key=key, value=encode(record))
+                record = HostTasks(cast("tuple[HostTask, ...]", tasks))
+            try:
+                await topic.send(key=key, value=encode(record))
+            except Exception as exc:
+                log.exception("pipeline.send_failed", extra={"topic": topic.get_topic_name()})
+                for event in {id(event): event for event, _ in chunk}.values():
+                    await self._dead_letter(event, _failure(exc))
 
     def _batches(self, stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
         settings = self.settings
@@ -774,6 +804,35 @@ class Pipeline:
             short = dataclasses.replace(letter, value=b"", error=error)
             await self.dlq.send(key=message.key, value=encode(short))
         self.dead_letters += 1
+
+
+def _size_hint(task: DomainTask | HostTask) -> int:
+    """About how many bytes ``task`` takes in Avro (a bound for ASCII text)."""
+    domain_task = task if isinstance(task, DomainTask) else task.domain_task
+    request = domain_task.request
+    size = 256 + 2 * len(request.email) + len(request.request_id) + len(request.source)
+    size += sum(len(name) + len(value) + 4 for name, value in request.attributes.items())
+    if isinstance(task, HostTask):
+        size += sum(len(target.host) + len(target.address) + 4 for target in task.targets)
+    return size
+
+
+TaskPair = TypeVar("TaskPair", bound=tuple[Any, DomainTask | HostTask])
+
+
+def _chunks(pairs: Sequence[TaskPair]) -> Iterator[Sequence[TaskPair]]:
+    """``pairs`` in runs of at most TASKS_PER_EVENT and TASK_BYTES_PER_EVENT (by _size_hint)."""
+    chunk: list[TaskPair] = []
+    size = 0
+    for pair in pairs:
+        hint = _size_hint(pair[1])
+        if chunk and (len(chunk) == TASKS_PER_EVENT or size + hint > TASK_BYTES_PER_EVENT):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(pair)
+        size += hint
+    if chunk:
+        yield chunk
 
 
 def _retry_key(host_task: HostTask) -> bytes:

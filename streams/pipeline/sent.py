@@ -20,7 +20,14 @@ forgotten the same way.
 
 The changelog write of a batch happens after its verdicts were sent and
 before the offsets of its events are committed (:meth:`SentTable.save` is
-called when a handler returns), so the at-least-once guarantee is unchanged.
+called when a handler returns, and sooner where a handler goes on waiting), so
+no verdict is lost. A worker killed between a verdict and that write sends a
+new verdict for the event when it comes back, not the same bytes: the window
+is the time from a batch's verdicts to the end of its handling.
+
+Upgrading from a version that wrote one changelog message per verdict: stop
+every worker first. A new worker reads the old entries, but an old one would
+misread a batch.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ SENT_TTL = 120.0
 BATCH_BYTES = 256 * 1024
 
 _HEADER = struct.Struct(">Hd")  # partition, sent at (epoch seconds)
-_ENTRY = struct.Struct(">HI")  # key length, value length
+_ENTRY = struct.Struct(">II")  # key length, value length
 _BATCH = b"\xff"  # the first byte of a batch key; never the first of UTF-8 text
 _BATCH_ID_BYTES = 12
 
@@ -105,13 +112,17 @@ class SentTable(faust.Table[bytes, bytes]):
     def save(self) -> None:
         """Write what :meth:`remember` kept since the last save: a message per
         partition (and per :data:`BATCH_BYTES`)."""
-        unsaved, self._unsaved = self._unsaved, {}
         now = time.time()
-        for partition, entries in unsaved.items():
-            for chunk in _chunks(entries):
-                batch_key = _BATCH + os.urandom(_BATCH_ID_BYTES)
-                self.send_changelog(partition, batch_key, pack_batch(chunk))
-                self.batches[batch_key] = (partition, now, tuple(key for key, _ in chunk))
+        messages = [
+            (partition, _BATCH + os.urandom(_BATCH_ID_BYTES), chunk)
+            for partition, entries in self._unsaved.items()
+            for chunk in _chunks(entries)
+        ]
+        packed = [pack_batch(chunk) for _, _, chunk in messages]
+        self._unsaved = {}
+        for (partition, batch_key, chunk), value in zip(messages, packed, strict=True):
+            self.send_changelog(partition, batch_key, value)
+            self.batches[batch_key] = (partition, now, tuple(key for key, _ in chunk))
 
     def forget(self, cutoff: float) -> None:
         """Drop the batches saved before ``cutoff`` (epoch seconds), with a tombstone each."""
@@ -152,10 +163,13 @@ class SentTable(faust.Table[bytes, bytes]):
     def _drop(self, batch_key: bytes) -> None:
         """Forget a batch, and those of its entries no later batch replaced."""
         _, saved_at, keys = self.batches.pop(batch_key, (0, 0.0, ()))
+        key_partition = getattr(self.data, "_key_partition", None)  # the memory store's
         for key in keys:
             value = self.data.get(key)
             if value is not None and _HEADER.unpack_from(value)[1] <= saved_at:
                 del self.data[key]
+                if isinstance(key_partition, dict):
+                    key_partition.pop(key, None)
 
 
 def _chunks(entries: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:

@@ -182,6 +182,7 @@ GOOD_EMAILS = [
 
 #: Two requests that share the empty request id: their verdicts cannot be told apart.
 EMPTY_ID_EMAILS = ["alice@strict.test", "nobody@strict.test"]
+LONG_ID = "r" * 100_000  # keys the verdict and is kept for duplicates: refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,7 @@ async def send_every_case(sender: Sender) -> None:
         hostile.append((case, encode(item), item.request_id))
     for number, email in enumerate(EMPTY_ID_EMAILS):
         hostile.append((f"empty request_id {number}", encode(request(email, "")), ""))
+    hostile.append(("100 kB request_id", encode(request("alice@strict.test", LONG_ID)), LONG_ID))
     for _ in GOOD_EMAILS:
         await sender.good()
     for number, (case, value, request_id) in enumerate(hostile):
@@ -394,8 +396,9 @@ def test_only_the_undecodable_events_are_dead_lettered(outcome: Outcome) -> None
     """The dead-letter topic holds the undecodable events and nothing else (no good request)."""
     expected = {outcome.event(case) for case, _, _ in DEAD_LETTER_CASES}
     lettered = {sent for sent in outcome.sent if (sent.partition, sent.offset) in outcome.letters}
-    empty_ids = {sent for sent in outcome.sent if sent.request_id == ""}  # dead-lettered too
-    assert lettered - empty_ids == expected
+    # Requests without a usable id are dead-lettered too.
+    bad_ids = {sent for sent in outcome.sent if sent.request_id in ("", LONG_ID)}
+    assert lettered - bad_ids == expected
     assert outcome.dead_letters_counted == len(outcome.letters)
 
 
@@ -479,6 +482,15 @@ def test_a_request_without_an_id_is_dead_lettered(outcome: Outcome) -> None:
     letters = [outcome.letter(f"empty request_id {n}") for n in range(len(EMPTY_ID_EMAILS))]
     assert all(letter is not None for letter in letters)
     assert "" not in outcome.verdicts
+
+
+def test_a_request_id_of_100_kB_is_dead_lettered(outcome: Outcome) -> None:
+    """An id past 1,024 characters: to the DLQ, with the limit and the fix."""
+    letter = outcome.letter("100 kB request_id")
+    assert letter is not None
+    assert "100000 characters, over the 1024" in letter.error
+    assert "a UUID" in letter.error
+    assert LONG_ID not in outcome.verdicts
 
 
 # --- 10 MB --------------------------------------------------------------------------------

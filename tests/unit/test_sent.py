@@ -173,3 +173,27 @@ def test_a_verdict_replaced_later_outlives_the_tombstone_of_its_first_batch() ->
     standby.apply_changelog_batch(as_events(sent.sent))
     assert standby.verdict(b"id") == b"second"
     assert first_key not in standby.batches
+
+
+def test_a_long_request_id_is_saved_and_recovered() -> None:
+    """Keys past 64 KiB (the id is the caller's text) pack and unpack like any other."""
+    sent = table()
+    key = b"k" * 70_000
+    sent.remember(0, key, b"verdict")
+    sent.save()
+    again = table()
+    again.apply_changelog_batch(as_events(sent.sent))
+    assert again.verdict(key) == b"verdict"
+
+
+def test_a_standby_forgets_every_trace_of_a_tombstoned_batch() -> None:
+    """Entries, batches and the memory store's key → partition map: nothing grows."""
+    sent = table()
+    for n in range(50):
+        sent.remember(1, f"r{n}".encode(), b"v")
+    sent.save()
+    sent.forget(time.time() + 1)
+    standby = table()
+    standby.apply_changelog_batch(as_events(sent.sent))
+    assert (len(standby.data), len(standby.batches)) == (0, 0)
+    assert getattr(standby.data, "_key_partition", {}) == {}
