@@ -137,14 +137,7 @@ def run_bench(
             {"timeout": 5.0, **RAISED_LIMITS, **(settings or {})},
         )
         runner = _core if plan.core_only else _pipeline
-        try:
-            measured = asyncio.run(runner(config, warm, emails, sandbox, plan, on_verdict))
-        except TimeoutError:
-            raise MxprobeError(
-                f"Not every verdict arrived within {plan.timeout:.0f} s. A worker may have "
-                "stopped or fallen behind: run `mxprobe worker` in another terminal to see "
-                "its log, or try fewer --addresses."
-            ) from None
+        measured = asyncio.run(runner(config, warm, emails, sandbox, plan, on_verdict))
         served = sandbox.stats()
     return _report(plan, measured, served)
 
@@ -180,9 +173,12 @@ async def _core(
             if on_verdict is not None:
                 on_verdict()
 
-        verdicts = await asyncio.wait_for(
-            verifier.verify_many(emails, on_verdict=seen), plan.timeout
-        )
+        try:
+            verdicts = await asyncio.wait_for(
+                verifier.verify_many(emails, on_verdict=seen), plan.timeout
+            )
+        except TimeoutError:
+            raise _late(plan, "the sandbox's hosts may be too slow") from None
         wall = time.monotonic() - started
         cpu = _cpu() - cpu
     finally:
@@ -213,16 +209,20 @@ async def _pipeline(
         try:
             await workers.start()
             start = time.monotonic() - begun
-            if warm:
-                await running.verify(_requests(warm, "warm"), timeout=plan.timeout)
-            sandbox.reset()
-            cpu = _cpu() + workers.cpu()
-            started = time.monotonic()
-            records = await running.verify(
-                _requests(emails, "bench"),
-                timeout=plan.timeout,
-                on_verdict=(lambda _: on_verdict()) if on_verdict is not None else None,
-            )
+            stopped = "a worker may have stopped or fallen behind (`mxprobe worker` shows its log)"
+            try:
+                if warm:
+                    await running.verify(_requests(warm, "warm"), timeout=plan.timeout)
+                sandbox.reset()
+                cpu = _cpu() + workers.cpu()
+                started = time.monotonic()
+                records = await running.verify(
+                    _requests(emails, "bench"),
+                    timeout=plan.timeout,
+                    on_verdict=(lambda _: on_verdict()) if on_verdict is not None else None,
+                )
+            except TimeoutError:
+                raise _late(plan, stopped) from None
             wall = time.monotonic() - started
             cpu = _cpu() + workers.cpu() - cpu
         finally:
@@ -231,6 +231,12 @@ async def _pipeline(
     if len(records) < len(emails):
         counts["dead-lettered"] = len(emails) - len(records)
     return _Measured(wall, [float(r.latency_ms) for r in records], cpu, counts, start)
+
+
+def _late(plan: BenchPlan, why: str) -> MxprobeError:
+    return MxprobeError(
+        f"Not every verdict arrived within {plan.timeout:g} s: {why}; try fewer --addresses."
+    )
 
 
 def _requests(emails: list[str], prefix: str) -> list[InputRequest]:
