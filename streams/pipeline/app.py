@@ -33,6 +33,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterable,
     Iterator,
     MutableMapping,
     Sequence,
@@ -53,6 +54,7 @@ from streams.core.retry import Cause, Retry, cause_of
 from streams.core.throttle import HostState
 from streams.core.verdict import Verdict
 from streams.errors import CodecError
+from streams.pipeline.batching import bounded_runs
 from streams.pipeline.codecs import decode, decode_any, encode, register_codecs
 from streams.pipeline.records import (
     AddressRequest,
@@ -549,7 +551,7 @@ class Pipeline:
                 await topic.send(key=key, value=encode(record))
             except Exception as exc:
                 log.exception("pipeline.send_failed", extra={"topic": topic.get_topic_name()})
-                for event in {id(event): event for event, _ in chunk}.values():
+                for event in _distinct_events(chunk):
                     await self._dead_letter(event, _failure(exc))
 
     def _batches(self, stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
@@ -581,7 +583,7 @@ class Pipeline:
             if isinstance(outcome, BaseException):
                 # Only the events of the group that failed go to the DLQ, each once
                 # (a HostTasks event holds several tasks; their group is the same).
-                for event in {id(event): event for event, _ in tasks}.values():
+                for event in _distinct_events(tasks):
                     await self._dead_letter(event, _failure(outcome))
 
     async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask | RetryEvent]]) -> None:
@@ -806,6 +808,12 @@ class Pipeline:
         self.dead_letters += 1
 
 
+def _distinct_events(pairs: Iterable[tuple[EventT[bytes], Any]]) -> list[EventT[bytes]]:
+    """The events of ``pairs``, each once: a DomainTasks or HostTasks event holds
+    several tasks, and its dead letter must be written once."""
+    return list({id(event): event for event, _ in pairs}.values())
+
+
 def _size_hint(task: DomainTask | HostTask) -> int:
     """About how many bytes ``task`` takes in Avro (a bound for ASCII text)."""
     domain_task = task if isinstance(task, DomainTask) else task.domain_task
@@ -820,19 +828,14 @@ def _size_hint(task: DomainTask | HostTask) -> int:
 TaskPair = TypeVar("TaskPair", bound=tuple[Any, DomainTask | HostTask])
 
 
-def _chunks(pairs: Sequence[TaskPair]) -> Iterator[Sequence[TaskPair]]:
+def _chunks(pairs: Sequence[TaskPair]) -> Iterator[list[TaskPair]]:
     """``pairs`` in runs of at most TASKS_PER_EVENT and TASK_BYTES_PER_EVENT (by _size_hint)."""
-    chunk: list[TaskPair] = []
-    size = 0
-    for pair in pairs:
-        hint = _size_hint(pair[1])
-        if chunk and (len(chunk) == TASKS_PER_EVENT or size + hint > TASK_BYTES_PER_EVENT):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(pair)
-        size += hint
-    if chunk:
-        yield chunk
+    return bounded_runs(
+        pairs,
+        lambda pair: _size_hint(pair[1]),
+        max_bytes=TASK_BYTES_PER_EVENT,
+        max_items=TASKS_PER_EVENT,
+    )
 
 
 def _retry_key(host_task: HostTask) -> bytes:

@@ -25,7 +25,7 @@ from streams.core.throttle import HostState
 from streams.embedded import EmbeddedBroker, create_topics, true_end_offsets
 from streams.errors import CodecError
 from streams.pipeline.app import HOST_STATE_PREFIX, Pipeline, free_port
-from streams.pipeline.codecs import decode, encode
+from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import (
     AddressRequest,
@@ -154,23 +154,26 @@ def _dead_request_ids(value: bytes) -> tuple[str, ...]:
     """The request ids inside a dead letter's original event, if they can be read."""
     try:
         letter = decode(value, DeadLetter)
+        event = decode_any(letter.value, _CARRY_REQUESTS)
     except CodecError:
         return ()
-    with contextlib.suppress(CodecError):
-        return (decode(letter.value, AddressRequest).request_id,)
-    with contextlib.suppress(CodecError):
-        return (decode(letter.value, DomainTask).request.request_id,)
-    with contextlib.suppress(CodecError):
-        return (decode(letter.value, HostTask).domain_task.request.request_id,)
-    with contextlib.suppress(CodecError):
-        domain_tasks = decode(letter.value, DomainTasks).tasks
-        return tuple(task.request.request_id for task in domain_tasks)
-    with contextlib.suppress(CodecError):
-        host_tasks = decode(letter.value, HostTasks).tasks
-        return tuple(task.domain_task.request.request_id for task in host_tasks)
-    with contextlib.suppress(CodecError):
-        return (decode(letter.value, RetryEvent).host_task.domain_task.request.request_id,)
+    if isinstance(event, AddressRequest):
+        return (event.request_id,)
+    if isinstance(event, DomainTask):
+        return (event.request.request_id,)
+    if isinstance(event, DomainTasks):
+        return tuple(task.request.request_id for task in event.tasks)
+    if isinstance(event, HostTask):
+        return (event.domain_task.request.request_id,)
+    if isinstance(event, HostTasks):
+        return tuple(task.domain_task.request.request_id for task in event.tasks)
+    if isinstance(event, RetryEvent):
+        return (event.host_task.domain_task.request.request_id,)
     return ()
+
+
+#: The events a dead letter may hold that carry request ids.
+_CARRY_REQUESTS = (AddressRequest, DomainTask, DomainTasks, HostTask, HostTasks, RetryEvent)
 
 
 async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -41,6 +41,8 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from streams.pipeline.batching import bounded_runs
+
 __all__ = ["BATCH_BYTES", "SENT_TTL", "SentTable", "pack_batch", "unpack_batch"]
 
 #: How long a sent verdict is kept to answer a re-processed event identically:
@@ -116,7 +118,7 @@ class SentTable(faust.Table[bytes, bytes]):
         messages = [
             (partition, _BATCH + os.urandom(_BATCH_ID_BYTES), chunk)
             for partition, entries in self._unsaved.items()
-            for chunk in _chunks(entries)
+            for chunk in bounded_runs(entries, _entry_size, max_bytes=BATCH_BYTES)
         ]
         packed = [pack_batch(chunk) for _, _, chunk in messages]
         self._unsaved = {}
@@ -151,36 +153,30 @@ class SentTable(faust.Table[bytes, bytes]):
     ) -> None:
         keys: list[bytes] = []
         saved_at = 0.0
-        key_partition = getattr(self.data, "_key_partition", None)  # the memory store's
+        key_partition = self._key_partition()
         for key, value in entries:
             self.data[key] = value
             keys.append(key)
             saved_at = max(saved_at, _HEADER.unpack_from(value)[1])
-            if isinstance(key_partition, dict):
-                key_partition[key] = partition
+            key_partition[key] = partition
         self.batches[batch_key] = (partition, saved_at, tuple(keys))
+
+    def _key_partition(self) -> dict[bytes, int]:
+        """The memory store's key → partition map (it drops the keys of partitions
+        this worker no longer owns after a recovery); a throwaway dict elsewhere."""
+        mapping = getattr(self.data, "_key_partition", None)
+        return mapping if isinstance(mapping, dict) else {}
 
     def _drop(self, batch_key: bytes) -> None:
         """Forget a batch, and those of its entries no later batch replaced."""
         _, saved_at, keys = self.batches.pop(batch_key, (0, 0.0, ()))
-        key_partition = getattr(self.data, "_key_partition", None)  # the memory store's
+        key_partition = self._key_partition()
         for key in keys:
             value = self.data.get(key)
             if value is not None and _HEADER.unpack_from(value)[1] <= saved_at:
                 del self.data[key]
-                if isinstance(key_partition, dict):
-                    key_partition.pop(key, None)
+                key_partition.pop(key, None)
 
 
-def _chunks(entries: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
-    chunk: list[tuple[bytes, bytes]] = []
-    size = 0
-    for entry in entries:
-        entry_size = _ENTRY.size + len(entry[0]) + len(entry[1])
-        if chunk and size + entry_size > BATCH_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += entry_size
-    if chunk:
-        yield chunk
+def _entry_size(entry: tuple[bytes, bytes]) -> int:
+    return _ENTRY.size + len(entry[0]) + len(entry[1])
