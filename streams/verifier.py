@@ -29,14 +29,23 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from streams.adapters.resolver import HostAddresses, Resolver
-from streams.adapters.smtp_probe import ProbeOutcome, RcptOutcome, SmtpProber, Target
+from streams.adapters.resolver import Resolver
+from streams.adapters.smtp_probe import SmtpProber
 from streams.core.address import Address, SyntaxProblem, parse_address
 from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
 from streams.core.lists import Signals, StaticLists
-from streams.core.mx import DnsProblem, NullMx, implicit_mx, order_mx, usable_addresses
+from streams.core.mx import (
+    DnsProblem,
+    HostAddresses,
+    NullMx,
+    implicit_mx,
+    order_mx,
+    usable_addresses,
+)
 from streams.core.politeness import Politeness
+from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
 from streams.core.replies import Phase, ReplyClass, classify
+from streams.core.route import DomainRoute, Target
 from streams.core.throttle import (
     HostLimits,
     HostState,
@@ -45,9 +54,9 @@ from streams.core.throttle import (
     take,
     wait_for,
 )
-from streams.core.verdict import Facts, SessionFailure, Verdict, decide
+from streams.core.verdict import Facts, Verdict, decide
 
-__all__ = ["Defer", "DomainRoute", "Verifier", "VerifierConfig", "smtp_recipient"]
+__all__ = ["Defer", "Verifier", "VerifierConfig", "smtp_recipient"]
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +88,6 @@ class VerifierConfig:
     # `check` (no retry topics) waits in-process for a host's budget, at most
     # this long for one address; beyond, the address is unknown/throttled.
     max_inline_wait: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class DomainRoute:
-    """Where mail for a domain goes: targets in order, or why there are none."""
-
-    targets: tuple[Target, ...] = ()
-    problem: DnsProblem | None = None
-    expires_at: float = 0.0
-    resolved_at: float = 0.0  # when DNS gave this answer (seconds since the epoch)
 
 
 @dataclass(slots=True)

@@ -27,10 +27,10 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from streams.core.mx import DnsProblem, MxRecord
+from streams.core.mx import DnsProblem, HostAddresses, MxAnswer, MxRecord
 from streams.errors import ConfigError
 
-__all__ = ["HostAddresses", "MxAnswer", "Resolver", "ResolverConfig", "parse_name_server"]
+__all__ = ["Resolver", "ResolverConfig", "parse_name_server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +54,6 @@ class ResolverConfig:
                 f"max_addresses_per_host is {self.max_addresses_per_host}; it must be at "
                 "least 1, or no mail host could ever be probed."
             )
-
-
-@dataclass(frozen=True, slots=True)
-class MxAnswer:
-    """The MX records of a domain (empty when it has none) and their TTL in seconds."""
-
-    records: tuple[MxRecord, ...]
-    ttl: int
-
-
-@dataclass(frozen=True, slots=True)
-class HostAddresses:
-    """The A and AAAA addresses of a host (IPv4 first) and their TTL in seconds."""
-
-    addresses: tuple[str, ...]
-    ttl: int
 
 
 def parse_name_server(text: str) -> tuple[str, int]:

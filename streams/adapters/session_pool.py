@@ -15,12 +15,10 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import aiosmtplib
 
-if TYPE_CHECKING:
-    from streams.adapters.smtp_session import Target
+from streams.core.route import Target
 
 __all__ = ["IDLE_PER_TARGET", "IdleSessions", "Session", "quit_politely", "unread_bytes"]
 

@@ -1,7 +1,7 @@
 """What a failed SMTP step means, in words: the failure and a sentence for people.
 
 The probe (:mod:`streams.adapters.smtp_probe`) catches what a session step
-raises; :func:`failure_of` says which :class:`~streams.core.verdict.SessionFailure`
+raises; :func:`failure_of` says which :class:`~streams.core.probe.SessionFailure`
 it is and what the host did, quoting at most :data:`QUOTE_LIMIT` characters
 of the host's own words (controls removed, bytes that are not UTF-8 shown
 as U+FFFD), so that no hostile reply reaches a verdict or a log line uncut.
@@ -14,8 +14,8 @@ import re
 import aiosmtplib
 from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 
+from streams.core.probe import SessionFailure
 from streams.core.replies import Phase, SmtpReply
-from streams.core.verdict import SessionFailure
 
 __all__ = [
     "QUOTE_LIMIT",

@@ -35,25 +35,15 @@ import aiosmtplib
 
 from streams.adapters.session_pool import IDLE_PER_TARGET, IdleSessions, Session, quit_politely
 from streams.adapters.smtp_failures import QUOTE_LIMIT, describe
-from streams.adapters.smtp_session import (
-    BROKEN,
-    ProbeConfig,
-    ProbeOutcome,
-    RcptOutcome,
-    SessionEnded,
-    SessionSteps,
-    Target,
-)
-from streams.core.verdict import SessionFailure
+from streams.adapters.smtp_session import BROKEN, ProbeConfig, SessionEnded, SessionSteps
+from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
+from streams.core.route import Target
 
 __all__ = [
     "IDLE_PER_TARGET",
     "QUOTE_LIMIT",
     "ProbeConfig",
-    "ProbeOutcome",
-    "RcptOutcome",
     "SmtpProber",
-    "Target",
 ]
 
 log = logging.getLogger(__name__)

@@ -35,24 +35,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiosmtplib
 
 from streams.adapters.session_pool import Session, quit_politely, unread_bytes
 from streams.adapters.smtp_failures import UnsolicitedReply, failure_of, readable_reply
+from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
-from streams.core.verdict import SessionFailure
+from streams.core.route import Target
 
 __all__ = [
     "BROKEN",
     "ProbeConfig",
-    "ProbeOutcome",
-    "RcptOutcome",
     "SessionEnded",
     "SessionSteps",
-    "Target",
 ]
 
 T = TypeVar("T")
@@ -78,44 +76,6 @@ class ProbeConfig:
     idle_timeout: float = 2.0
     # The most RCPTs one session sends in all, across every batch it carries.
     rcpt_per_session: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One address of one mail host to connect to."""
-
-    host: str
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class RcptOutcome:
-    """What happened to one recipient: a reply (with its phase) or a failure."""
-
-    recipient: str
-    reply: SmtpReply | None = None
-    phase: Phase = Phase.RCPT
-    failure: SessionFailure | None = None
-    target: Target | None = None
-    detail: str = ""
-    # Sessions the batch had used when this outcome was known: connections
-    # attempted plus idle sessions reused (the verdict's attempts).
-    connections: int = 0
-
-
-@dataclass(slots=True)
-class ProbeOutcome:
-    """The outcome of every recipient of a batch, and what it cost."""
-
-    results: dict[str, RcptOutcome] = field(default_factory=dict)
-    sessions: int = 0  # new sessions in which EHLO succeeded
-    connections: int = 0  # TCP connections attempted
-    reused: int = 0  # idle sessions taken from an earlier batch
-
-    @property
-    def attempts(self) -> int:
-        """Sessions used so far: connections attempted plus sessions reused."""
-        return self.connections + self.reused
 
 
 class SessionEnded(Exception):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 __all__ = [
     "AddressScope",
     "DnsProblem",
+    "HostAddresses",
+    "MxAnswer",
     "MxRecord",
     "NullMx",
     "address_scope",
@@ -31,6 +33,22 @@ class MxRecord:
 
     preference: int
     exchange: str  # host name, lower case, no trailing dot; "" for the root ("." in DNS)
+
+
+@dataclass(frozen=True, slots=True)
+class MxAnswer:
+    """The MX records of a domain (empty when it has none) and their TTL in seconds."""
+
+    records: tuple[MxRecord, ...]
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddresses:
+    """The A and AAAA addresses of a host (IPv4 first) and their TTL in seconds."""
+
+    addresses: tuple[str, ...]
+    ttl: int
 
 
 @dataclass(frozen=True, slots=True)

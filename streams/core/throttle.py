@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streams.core.probe import SessionFailure
 from streams.core.replies import ReplyClass
-from streams.core.verdict import SessionFailure
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -21,6 +21,7 @@ from streams.core.address import Address, SyntaxProblem
 from streams.core.catchall import CatchAll
 from streams.core.lists import Signals
 from streams.core.mx import DnsProblem
+from streams.core.probe import SessionFailure
 from streams.core.replies import Phase, ReplyClass, SmtpReply, classify
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "Facts",
     "Flags",
     "Reason",
-    "SessionFailure",
     "Status",
     "Verdict",
     "decide",
@@ -75,16 +75,6 @@ class Reason(enum.StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     DNS_ERROR = "dns_error"
     PRIVATE_MX = "private_mx"
-
-
-class SessionFailure(enum.StrEnum):
-    """Why an SMTP session ended without a reply for a recipient."""
-
-    TIMEOUT = "timeout"
-    CONNECTION_FAILED = "connection_failed"  # no mail host could be connected to
-    DISCONNECTED = "disconnected"  # the host dropped the connection mid-session
-    PROTOCOL_ERROR = "protocol_error"  # unparsable or oversized reply, TLS failure
-    DEFERRED = "deferred"  # mxprobe's own budget for the host held the probe back
 
 
 @dataclass(frozen=True, slots=True)

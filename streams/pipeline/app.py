@@ -46,11 +46,11 @@ from faust.exceptions import ProducerSendError
 from faust.streams import Stream
 from faust.types import EventT, StreamT, TopicT
 
-from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
 from streams.core.catchall import CatchAll, CatchAllFact
 from streams.core.mx import DnsProblem
 from streams.core.retry import Cause, Retry, cause_of
+from streams.core.route import DomainRoute, Target
 from streams.core.throttle import HostState
 from streams.core.verdict import Verdict
 from streams.errors import CodecError
@@ -75,7 +75,7 @@ from streams.pipeline.sent import SENT_TTL, SentTable
 from streams.pipeline.tansu import EmbeddedApp
 from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, SENT_TABLE, Topology
 from streams.settings import Settings
-from streams.verifier import DomainRoute, Verifier
+from streams.verifier import Verifier
 
 __all__ = ["Pipeline"]
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
 from streams.core.lists import Signals
+from streams.core.route import DomainRoute, Target
 from streams.core.verdict import Evidence, Facts, Flags, Reason, Status, Verdict
 from streams.errors import CodecError
-from streams.verifier import DomainRoute
 
 __all__ = [
     "RECORD_TYPES",

@@ -22,8 +22,9 @@ import pytest
 from support import SandboxThread, mxprobe
 
 from streams.adapters.session_pool import IdleSessions, Session, unread_bytes
-from streams.adapters.smtp_probe import QUOTE_LIMIT, Target
+from streams.adapters.smtp_probe import QUOTE_LIMIT
 from streams.assembly import build_verifier
+from streams.core.route import Target
 from streams.core.verdict import REPLY_TEXT_LIMIT, Verdict
 from streams.render import verdict_json
 from streams.sandbox import Behaviour, load_world

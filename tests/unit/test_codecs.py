@@ -20,11 +20,11 @@ from faust.serializers import codecs as faust_codecs
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
 from streams.core.catchall import CatchAll
 from streams.core.lists import Signals
 from streams.core.replies import Phase, SmtpReply
+from streams.core.route import DomainRoute, Target
 from streams.core.verdict import Evidence, Facts, Flags, Reason, Status, Verdict, decide
 from streams.errors import CodecError
 from streams.pipeline import codecs, schemas
@@ -52,7 +52,6 @@ from streams.pipeline.records import (
     seconds_from_datetime,
     verdict_record,
 )
-from streams.verifier import DomainRoute
 
 # -- strategies ----------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.adapters.smtp_probe import Target
 from streams.core.address import Address
 from streams.core.lists import Signals
+from streams.core.route import Target
 from streams.core.verdict import Evidence, Flags, Status
 from streams.errors import CodecError
 from streams.pipeline.records import RECORD_TYPES

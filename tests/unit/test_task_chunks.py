@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streams.adapters.smtp_probe import Target
 from streams.core.address import parse_address
 from streams.core.lists import Signals
+from streams.core.route import Target
 from streams.pipeline.app import TASKS_PER_EVENT, _chunks
 from streams.pipeline.codecs import encode
 from streams.pipeline.records import AddressRequest, DomainTask, DomainTasks, HostTask, HostTasks

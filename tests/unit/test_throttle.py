@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.politeness import Politeness
+from streams.core.probe import SessionFailure
 from streams.core.replies import ReplyClass
 from streams.core.throttle import (
     DEFAULT_LIMITS,
@@ -23,7 +24,6 @@ from streams.core.throttle import (
     take,
     wait_for,
 )
-from streams.core.verdict import SessionFailure
 
 NOW = 1_700_000_000.0  # a realistic epoch: float rounding is that of production
 # 1 RCPT/s, burst 10; 6 connections/min (one per 10 s), burst 2.
