@@ -24,9 +24,7 @@ event can go to the dead-letter topic byte for byte.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import (
@@ -35,11 +33,10 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    MutableMapping,
     Sequence,
 )
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.exceptions import ProducerSendError
@@ -47,11 +44,9 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT, TopicT
 
 from streams.core.address import Address
-from streams.core.catchall import CatchAll, CatchAllFact
 from streams.core.mx import DnsProblem
 from streams.core.retry import Cause, Retry, cause_of
 from streams.core.route import DomainRoute, Target
-from streams.core.throttle import HostState
 from streams.core.verdict import Verdict
 from streams.errors import CodecError
 from streams.pipeline.batching import bounded_runs
@@ -72,6 +67,12 @@ from streams.pipeline.records import (
     verdict_record,
 )
 from streams.pipeline.sent import SENT_TTL, SentTable
+from streams.pipeline.tables import (
+    EVENT_PARTITION,
+    catch_all_store,
+    host_state_store,
+    route_store,
+)
 from streams.pipeline.tansu import EmbeddedApp
 from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, SENT_TABLE, Topology
 from streams.settings import Settings
@@ -85,103 +86,6 @@ V = TypeVar("V")
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", DomainTask, HostTask)
 
-
-#: The partition of the event being handled, where table writes must go: a
-#: table is co-partitioned with the stream that writes it, and the key of a
-#: table entry (a domain) is not the key of that stream (a mail host).
-_PARTITION: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "mxprobe_partition", default=None
-)
-
-
-class TableStore(MutableMapping[str, V], Generic[V]):
-    """A Faust table seen as a ``MutableMapping[str, V]`` (values JSON-encoded).
-
-    Writes go to the changelog partition of the event being handled (see
-    ``_PARTITION``), so that the worker owning that partition of the stream
-    also owns, and recovers, the facts it wrote.
-    """
-
-    def __init__(
-        self,
-        table: Any,
-        dump: Callable[[V], dict[str, Any]],
-        load: Callable[[dict[str, Any]], V],
-        *,
-        prefix: str = "",
-    ) -> None:
-        self._table = table
-        self._dump = dump
-        self._load = load
-        self._prefix = prefix.encode()
-
-    def __getitem__(self, key: str) -> V:
-        raw = self._table.data.get(self._prefix + key.encode())
-        if raw is None:
-            raise KeyError(key)
-        return self._load(json.loads(raw))
-
-    def __setitem__(self, key: str, value: V) -> None:
-        self._write(self._prefix + key.encode(), json.dumps(self._dump(value)).encode())
-
-    def __delitem__(self, key: str) -> None:
-        stored = self._prefix + key.encode()
-        if stored not in self._table.data:
-            raise KeyError(key)
-        self._write(stored, None)
-
-    def _write(self, key: bytes, value: bytes | None) -> None:
-        partition = _PARTITION.get()
-        if partition is None:
-            raise RuntimeError("A table write outside the handling of an event.")
-        self._table.send_changelog(partition, key, value, value_serializer="raw")
-        if value is None:
-            self._table.data.pop(key, None)
-        else:
-            self._table.data[key] = value
-
-    def __iter__(self) -> Iterator[str]:
-        size = len(self._prefix)
-        keys = [key for key in self._table.data if key.startswith(self._prefix)]
-        return (key[size:].decode() for key in keys)
-
-    def __len__(self) -> int:
-        return sum(1 for key in self._table.data if key.startswith(self._prefix))
-
-
-def _route_dump(route: DomainRoute) -> dict[str, Any]:
-    return {
-        "targets": [[t.host, t.address] for t in route.targets],
-        "problem": route.problem.value if route.problem else None,
-        "expires_at": route.expires_at,
-        "resolved_at": route.resolved_at,
-    }
-
-
-def _route_load(data: dict[str, Any]) -> DomainRoute:
-    return DomainRoute(
-        targets=tuple(Target(host, address) for host, address in data["targets"]),
-        problem=DnsProblem(data["problem"]) if data["problem"] else None,
-        expires_at=float(data["expires_at"]),
-        resolved_at=float(data.get("resolved_at", 0.0)),
-    )
-
-
-def _fact_dump(fact: CatchAllFact) -> dict[str, Any]:
-    return {"state": fact.state.value, "observed_at": fact.observed_at}
-
-
-def _fact_load(data: dict[str, Any]) -> CatchAllFact:
-    return CatchAllFact(CatchAll(data["state"]), float(data["observed_at"]))
-
-
-def _host_state_dump(state: HostState) -> dict[str, Any]:
-    return state.to_dict()
-
-
-#: Keys of the ``hosts`` table: a mail host's budget, a domain's catch-all fact.
-HOST_STATE_PREFIX = "host:"
-CATCH_ALL_PREFIX = "catch-all:"
 
 #: How long intake keeps bulk requests back after it last saw a live one, and
 #: the most a bulk batch waits for live traffic (so bulk is never starved and a
@@ -295,12 +199,10 @@ class Pipeline:
         )
         self.app.tables.add(self.sent)
         self.app.timer(SENT_TTL / 4)(self._forget_old_verdicts)
-        self.host_states: TableStore[HostState] = TableStore(
-            self.hosts, _host_state_dump, HostState.from_dict, prefix=HOST_STATE_PREFIX
-        )
+        self.host_states = host_state_store(self.hosts)
         self.verifier = make_verifier(
-            routes=TableStore(self.domains, _route_dump, _route_load),
-            catch_all=TableStore(self.hosts, _fact_dump, _fact_load, prefix=CATCH_ALL_PREFIX),
+            routes=route_store(self.domains),
+            catch_all=catch_all_store(self.hosts),
             hosts=self.host_states,
         )
         self.verdicts_sent = 0
@@ -489,7 +391,7 @@ class Pipeline:
         }
 
         async def resolve(domain: str) -> DomainRoute:
-            _PARTITION.set(partitions[domain])  # this task's own context
+            EVENT_PARTITION.set(partitions[domain])  # this task's own context
             return await self.verifier.route(domain, max_age=max_ages[domain])
 
         answers = await asyncio.gather(*map(resolve, domains), return_exceptions=True)
@@ -588,7 +490,7 @@ class Pipeline:
 
     async def _probe_group(self, tasks: list[tuple[EventT[bytes], HostTask | RetryEvent]]) -> None:
         # One mail host, so one partition: its state and catch-all facts are written there.
-        _PARTITION.set(tasks[0][0].message.partition)
+        EVENT_PARTITION.set(tasks[0][0].message.partition)
         by_email: dict[str, list[tuple[EventT[bytes], HostTask | RetryEvent]]] = {}
         items: list[tuple[str, Address]] = []
         for event, task in tasks:
@@ -843,12 +745,3 @@ def _retry_key(host_task: HostTask) -> bytes:
     if host_task.targets:
         return host_task.mail_host.encode()
     return host_task.domain_task.address.ascii_domain.encode()
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (for Faust's web server)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -24,7 +24,8 @@ from streams.core.address import SyntaxProblem, parse_address
 from streams.core.throttle import HostState
 from streams.embedded import EmbeddedBroker, create_topics, true_end_offsets
 from streams.errors import CodecError
-from streams.pipeline.app import HOST_STATE_PREFIX, Pipeline, free_port
+from streams.loopback import free_port
+from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import (
@@ -37,6 +38,7 @@ from streams.pipeline.records import (
     RetryEvent,
     VerdictRecord,
 )
+from streams.pipeline.tables import HOST_STATE_PREFIX
 from streams.settings import Settings
 from streams.verifier import Verifier
 
