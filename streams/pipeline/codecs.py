@@ -16,24 +16,21 @@ or JSON error escapes. Schemas are parsed once per process (see
 :mod:`streams.pipeline.schemas`), never per call.
 
 Nothing happens at import: :func:`register_codecs` registers the Faust codecs
-(``avro-verdict``, ...) when the app is built.
+(``avro-verdict``, ...) when the first app is built, once per process.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import functools
 import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final, cast
 
-from fastavro import schemaless_reader, schemaless_writer
-from fastavro.validation import ValidationError, validate
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from faust.serializers import codecs as faust_codecs
 from faust.types.codecs import CodecT
 
@@ -64,7 +61,6 @@ __all__ = [
     "decode",
     "decode_any",
     "encode",
-    "from_json",
     "register_codecs",
     "to_json",
 ]
@@ -96,7 +92,6 @@ class CodecProblem(enum.StrEnum):
     MALFORMED = "malformed"  # the bytes do not follow the schema
     TRAILING_BYTES = "trailing_bytes"  # bytes left over after the record
     INVALID_VALUE = "invalid_value"  # a value to encode does not fit its schema
-    INVALID_JSON = "invalid_json"  # JSON that is not this record
     # Raised by the modules below this one, with these same values:
     SCHEMA_INVALID = "schema_invalid"  # schemas: a schema file is broken
     INCOMPATIBLE = "incompatible"  # schemas.read_as: a reader cannot read a writer's data
@@ -261,54 +256,6 @@ def to_json(record: Record) -> str:
         ) from exc
 
 
-def from_json(text: str | bytes, kind: type[R]) -> R:
-    """The record of type ``kind`` that the JSON object ``text`` describes.
-
-    Fields with a default in the schema may be left out; times are ISO 8601
-    with a time zone (or epoch milliseconds), bytes are base64. The value is
-    checked against the schema exactly as :func:`encode` would.
-
-    Raises:
-        CodecError: (reason ``invalid_json``) ``text`` is not JSON, not an
-            object, names a field the schema does not have, lacks one
-            without a default, or holds a value of the wrong type.
-    """
-    spec = _spec(kind)
-    name = spec.schema.name
-    try:
-        value = json.loads(text)
-        datum = _from_jsonable(value, spec.schema.definition, spec.named, "")
-        validate(datum, spec.schema.parsed, raise_errors=True)
-        buffer = io.BytesIO()
-        buffer.write(spec.header)
-        schemaless_writer(buffer, spec.schema.parsed, datum)
-    except CodecError as exc:  # from _from_jsonable, which does not know the schema
-        raise CodecError(str(exc), reason=exc.reason, schema=name) from exc
-    except ValidationError as exc:
-        problems = "; ".join(_validation_problem(error, name) for error in exc.errors)
-        raise CodecError(
-            f"This JSON is no valid {name}: {problems}.",
-            reason=CodecProblem.INVALID_JSON,
-            schema=name,
-        ) from exc
-    except Exception as exc:  # JSONDecodeError, UnicodeDecodeError, ...
-        raise CodecError(
-            f"This JSON is no valid {name}: {exc}.", reason=CodecProblem.INVALID_JSON, schema=name
-        ) from exc
-    return decode(buffer.getvalue(), kind)
-
-
-def _validation_problem(error: Any, name: str) -> str:
-    """One of fastavro's validation errors as words: ``max_age_s is 1.5; expected long``."""
-    where = str(error.field).removeprefix(f"{name}.") or "the top level"
-    expected = error.schema
-    if isinstance(expected, dict):
-        expected = expected.get("logicalType") or expected.get("type")
-    elif isinstance(expected, list):
-        expected = " or ".join(str(branch) for branch in expected)
-    return f"{where} is {error.datum!r}; expected {expected}"
-
-
 class AvroCodec(faust_codecs.Codec):
     """A Faust codec for one record type (``value_serializer="avro-verdict"``).
 
@@ -336,8 +283,14 @@ class AvroCodec(faust_codecs.Codec):
         return _decode(s, self.kind)
 
 
+@functools.cache
 def register_codecs() -> None:
-    """Register an :class:`AvroCodec` under each name of :data:`CODEC_NAMES` with Faust."""
+    """Register an :class:`AvroCodec` under each name of :data:`CODEC_NAMES` with Faust.
+
+    Faust's codec registry is global to the process, so this writes into it
+    once per process, on the first call; later calls (one per ``Pipeline``)
+    do nothing.
+    """
     for name, kind in CODEC_NAMES.items():
         faust_codecs.register(name, AvroCodec(kind))
 
@@ -369,23 +322,9 @@ def _malformed(name: str, exc: Exception) -> CodecError:
 
 
 def _named_types(definition: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Every named type of a self-contained schema, by full name."""
+    """Every named type of a self-contained schema, by full name (fastavro collects them)."""
     found: dict[str, Any] = {}
-
-    def visit(node: Any) -> None:
-        if isinstance(node, list):
-            for branch in node:
-                visit(branch)
-        elif isinstance(node, dict):
-            if node.get("type") in ("record", "enum", "fixed"):
-                found[node["name"]] = node
-            for field in node.get("fields", ()):
-                visit(field["type"])
-            for key in ("items", "values"):
-                if key in node:
-                    visit(node[key])
-
-    visit(definition)
+    parse_schema(dict(definition), found, _write_hint=False)
     return found
 
 
@@ -411,68 +350,8 @@ def _jsonable(value: Any, schema: Any, named: Mapping[str, Any]) -> Any:
     return _jsonable(value, kind, named)  # enum symbol, or {"type": "string"}
 
 
-def _from_jsonable(value: Any, schema: Any, named: Mapping[str, Any], where: str) -> Any:
-    """JSON values as a datum fastavro can write; ``where`` names the field for messages."""
-    schema = named.get(schema, schema) if isinstance(schema, str) else schema
-    if isinstance(schema, list):
-        return None if value is None else _from_jsonable(value, _non_null(schema), named, where)
-    if isinstance(schema, str):
-        if schema == "bytes" and isinstance(value, str):
-            try:
-                return base64.b64decode(value, validate=True)
-            except binascii.Error as exc:
-                raise _bad_json(where, f"is not base64 ({exc})") from exc
-        return value
-    kind = schema["type"]
-    if schema.get("logicalType") == "timestamp-millis":
-        return _moment(value, where)
-    if kind == "record":
-        if not isinstance(value, dict):
-            raise _bad_json(where, f"must be an object, not {type(value).__name__}")
-        unknown = sorted(value.keys() - {f["name"] for f in schema["fields"]})
-        if unknown:
-            raise _bad_json(where, f"has fields the schema does not know: {', '.join(unknown)}")
-        datum = {}
-        for f in schema["fields"]:
-            path = f"{where}.{f['name']}" if where else f["name"]
-            if f["name"] in value:
-                datum[f["name"]] = _from_jsonable(value[f["name"]], f["type"], named, path)
-            elif "default" in f:
-                datum[f["name"]] = json.loads(json.dumps(f["default"]))  # a fresh copy
-            else:
-                raise _bad_json(path, "is missing, and the schema gives it no default")
-        return datum
-    if kind == "array" and isinstance(value, list):
-        return [_from_jsonable(item, schema["items"], named, f"{where}[]") for item in value]
-    if kind == "map" and isinstance(value, dict):
-        return {
-            k: _from_jsonable(v, schema["values"], named, f"{where}.{k}") for k, v in value.items()
-        }
-    return value  # enum symbols and anything else: fastavro checks them when writing
-
-
-def _moment(value: Any, where: str) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return datetime_from_millis(value)
-    if not isinstance(value, str):
-        return value  # fastavro refuses it when writing
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise _bad_json(where, f"is not an ISO 8601 time ({value!r})") from exc
-    if moment.tzinfo is None:
-        raise _bad_json(where, f"needs a time zone, e.g. {value}Z")
-    return moment
-
-
 def _non_null(union: list[Any]) -> Any:
     branches = [branch for branch in union if branch != "null"]
     if len(branches) != 1:
         raise TypeError(f"only [null, X] unions are supported, not {union}")
     return branches[0]
-
-
-def _bad_json(where: str, problem: str) -> CodecError:
-    return CodecError(
-        f"The JSON field {where or '(top level)'} {problem}.", reason=CodecProblem.INVALID_JSON
-    )

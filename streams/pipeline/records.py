@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 from streams.core.address import Address
 from streams.core.lists import Signals
 from streams.core.route import DomainRoute, Target
-from streams.core.verdict import Evidence, Facts, Flags, Reason, Status, Verdict
+from streams.core.verdict import Evidence, Flags, Reason, Status, Verdict
 from streams.errors import CodecError
 
 __all__ = [
@@ -187,10 +187,6 @@ class DomainTask:
     attempt: int = 0  # probe rounds already made (raised by the retry stage)
     bulk: bool = False  # from the bulk topic: live requests go first
 
-    def facts(self) -> Facts:
-        """What is known before any network step: the address and its static signals."""
-        return Facts(email=self.request.email, address=self.address, signals=self.signals)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostTask:
@@ -223,13 +219,6 @@ class HostTask:
         """The mail host tried first: the key of the probe stage."""
         return self.targets[0].host
 
-    @property
-    def route(self) -> DomainRoute:
-        """The domain's route, as the verifier keeps it."""
-        return DomainRoute(
-            targets=self.targets, expires_at=seconds_from_datetime(self.route_expires_at)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class DomainTasks:
@@ -255,16 +244,6 @@ class RetryEvent:
     cause: str = "greylisted"  # a streams.core.retry.Cause value
     tier: int = 0  # the retry tier whose topic holds it
     retries: Mapping[str, int] = field(default_factory=dict)  # scheduled so far, per cause
-
-    @property
-    def attempt(self) -> int:
-        """Probe rounds already made."""
-        return self.host_task.domain_task.attempt
-
-    @property
-    def first_seen_at(self) -> datetime:
-        """When intake first read the request."""
-        return self.host_task.domain_task.first_seen_at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,22 @@ resolves those references and turns every file into a *self-contained*
 schema (each named type defined at its first use), the form a consumer
 outside mxprobe, a schema registry or a warehouse loader can take as is.
 
+fastavro does the resolving: ``fastavro.schema.load_schema`` asks a schema
+repository for each type a schema refers to but does not define, and inlines
+it at its first use, which is the self-contained form. Its default repository
+looks for a file named after the type's *full* name (``io.mxprobe.Verdict.avsc``);
+ours are named after the short name (``Verdict.avsc``), so :class:`_NamedTypes`
+serves the directory's named types by full name instead. That is simpler than
+``load_schema_ordered``, which wants for each file the list of files it
+depends on, dependencies first, and than ``parse_schema`` with one
+``named_schemas`` over the files in dependency order, which leaves references
+as names (not self-contained); ``expand_schema`` defines a type again at each
+use, which Avro forbids. Two things fastavro does not check are checked
+first, from what ``parse_schema`` finds in each file parsed alone: that no
+type is defined twice (the later definition would silently win), and that no
+two files refer to each other (fastavro 1.13.1's compiled loader then
+recurses until the process dies of a segmentation fault).
+
 Each schema gets the 8-byte CRC-64-AVRO fingerprint of its Parsing Canonical
 Form (Avro specification, "Schema Fingerprints"). The codecs put it in front
 of every event (Avro "Single object encoding"), so a reader knows which
@@ -19,19 +35,23 @@ Parsing is cached: each directory is read and parsed once per process.
 
 from __future__ import annotations
 
+import copy
 import functools
+import graphlib
 import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.repository import AbstractSchemaRepository
 from fastavro.schema import (
     SchemaParseException,
     UnknownType,
     fingerprint,
+    load_schema,
     to_parsing_canonical_form,
 )
 
@@ -58,6 +78,13 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 PREVIOUS_DIR = SCHEMA_DIR / "previous"
 
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+#: Stands in for a type another file defines while one file is parsed alone
+#: (fastavro only looks up the name of a type it is given).
+_ELSEWHERE: Final = object()
+
+#: What fastavro raises for a schema that is not valid Avro.
+_PARSE_ERRORS = (SchemaParseException, TypeError, ValueError, KeyError, AttributeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +113,8 @@ def load_schemas(directory: Path) -> Mapping[str, AvroSchema]:
     """Read, resolve and parse every ``*.avsc`` file of ``directory`` (once per process).
 
     Files may refer to named types defined in other files of the same
-    directory, in any order; each named type must be defined exactly once.
+    directory, in any order; each named type must be defined exactly once,
+    and two files may not refer to each other.
 
     Args:
         directory: A directory of ``.avsc`` files (``SCHEMA_DIR``, ``PREVIOUS_DIR``).
@@ -97,44 +125,46 @@ def load_schemas(directory: Path) -> Mapping[str, AvroSchema]:
     Raises:
         CodecError: (reason ``schema_invalid``) a file is missing, is not
             JSON, is not a valid Avro schema, refers to a type no file
-            defines, or defines a type another file defines too.
+            defines, defines a type another file defines too, or is part of
+            a circle of files referring to each other.
     """
-    raw = {path: _read_json(path) for path in sorted(directory.glob("*.avsc"))}
-    if not raw:
+    files = {path: _read_json(path) for path in sorted(directory.glob("*.avsc"))}
+    if not files:
         raise _invalid(f"No Avro schema (*.avsc) found in {directory}; check the installation.")
-    named: dict[str, Any] = {}
-    parsed_files: dict[Path, dict[str, Any]] = {}
-    pending = dict(raw)
-    while pending:
-        waiting = len(pending)
-        missing: dict[Path, str] = {}  # files that refer to a type not parsed yet
-        for path, schema in list(pending.items()):
-            trial = dict(named)  # a failed parse must not leave half its names behind
-            try:
-                parsed = parse_schema(schema, trial, _write_hint=False)
-            except UnknownType as exc:
-                missing[path] = exc.name
-                continue
-            except (SchemaParseException, TypeError, ValueError, KeyError, AttributeError) as exc:
-                raise _invalid(f"{path} is not a valid Avro schema: {exc}.") from exc
-            if not isinstance(parsed, dict) or parsed.get("type") not in _NAMED:
-                raise _invalid(f"{path} must define one named type (a record) at its top level.")
-            twice = sorted(_defined_names(parsed) & named.keys())
-            if twice:
-                raise _invalid(
-                    f"{path} defines {', '.join(twice)}, which another file defines too; "
-                    "refer to it by its full name instead."
-                )
-            named = trial
-            parsed_files[path] = parsed
-            del pending[path]
-        if len(pending) == waiting:  # a whole pass parsed no file: the rest can never parse
-            problems = "; ".join(f"{path.name} refers to {name}" for path, name in missing.items())
+    top: dict[Path, str] = {}  # the full name of each file's top-level type
+    defined: dict[str, Any] = {}  # every named type of the directory, parsed
+    owner: dict[str, Path] = {}
+    references: dict[Path, set[str]] = {}
+    for path, schema in files.items():
+        top[path], types, references[path] = _survey(path, schema)
+        twice = sorted(types.keys() & defined.keys())
+        if twice:
             raise _invalid(
-                f"Unknown Avro types in {directory}: {problems}; "
-                "no file defines them (check the spelling and the namespace)."
+                f"{path} defines {', '.join(twice)}, which another file defines too; "
+                "refer to it by its full name instead."
             )
-    schemas = (_resolve(path, parsed, named) for path, parsed in parsed_files.items())
+        defined |= types
+        owner |= dict.fromkeys(types, path)
+    unknown = {path: sorted(names - defined.keys()) for path, names in references.items()}
+    if any(unknown.values()):
+        problems = "; ".join(
+            f"{path.name} refers to {', '.join(names)}" for path, names in unknown.items() if names
+        )
+        raise _invalid(
+            f"Unknown Avro types in {directory}: {problems}; "
+            "no file defines them (check the spelling and the namespace)."
+        )
+    needs = {path: {owner[name] for name in names} for path, names in references.items()}
+    try:
+        graphlib.TopologicalSorter(needs).prepare()
+    except graphlib.CycleError as exc:
+        circle = " → ".join(path.name for path in exc.args[1])
+        raise _invalid(
+            f"The Avro schemas in {directory} refer to each other in a circle ({circle}); "
+            "define types that refer to each other in one file."
+        ) from exc
+    repository = _NamedTypes(defined)
+    schemas = (_resolve(path, top[path], repository) for path in files)
     return {schema.name: schema for schema in schemas}
 
 
@@ -197,6 +227,17 @@ def read_as(datum: Mapping[str, Any], *, writer: AvroSchema, reader: AvroSchema)
     return result
 
 
+class _NamedTypes(AbstractSchemaRepository):
+    """The named types of one directory, by full name: where ``load_schema`` looks them up."""
+
+    def __init__(self, types: Mapping[str, Any]) -> None:
+        self._types = types
+
+    def load(self, name: str) -> Any:
+        # A copy: fastavro's loader writes the types it inlines into what it is given.
+        return copy.deepcopy(self._types[name])
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -204,61 +245,46 @@ def _read_json(path: Path) -> Any:
         raise _invalid(f"Cannot read the Avro schema {path}: {exc}.") from exc
 
 
-def _resolve(path: Path, parsed: dict[str, Any], named: Mapping[str, Any]) -> AvroSchema:
-    """Make one parsed file self-contained, parse that, and fingerprint it."""
-    definition: dict[str, Any] = _inline(parsed, named, set())
+def _survey(path: Path, schema: Any) -> tuple[str, dict[str, Any], set[str]]:
+    """Parse one file alone: its top-level name, the types it defines, those it refers to.
+
+    Each type fastavro does not know (``UnknownType``) is one the file refers
+    to; it stands in as :data:`_ELSEWHERE` for the next try, until the file parses.
+    """
+    named: dict[str, Any] = {}
+    while True:
+        trial = dict(named)  # a failed parse leaves half its names behind
+        try:
+            parsed = parse_schema(schema, trial, _write_hint=False)
+            break
+        except UnknownType as exc:
+            if not isinstance(exc.name, str) or exc.name in named:
+                raise _invalid(f"{path} is not a valid Avro schema: unknown type {exc}.") from exc
+            named[exc.name] = _ELSEWHERE
+        except _PARSE_ERRORS as exc:
+            raise _invalid(f"{path} is not a valid Avro schema: {exc}.") from exc
+    if not isinstance(parsed, dict) or parsed.get("type") not in _NAMED:
+        raise _invalid(f"{path} must define one named type (a record) at its top level.")
+    types = {name: node for name, node in trial.items() if node is not _ELSEWHERE}
+    return parsed["name"], types, trial.keys() - types.keys()
+
+
+def _resolve(path: Path, name: str, repository: _NamedTypes) -> AvroSchema:
+    """One file made self-contained (fastavro inlines what it refers to), parsed, fingerprinted."""
+    try:
+        definition = load_schema(name, repo=repository, _write_hint=False)
+        standalone = parse_schema(definition)
+    except _PARSE_ERRORS as exc:  # e.g. a type it defines comes in again with another file's
+        raise _invalid(f"{path} is not a valid Avro schema: {exc}.") from exc
+    assert isinstance(definition, dict) and isinstance(standalone, dict)  # a record in and out
     canonical = to_parsing_canonical_form(definition)
-    standalone = parse_schema(definition)
-    assert isinstance(standalone, dict)  # a record in, a record out
     return AvroSchema(
-        name=definition["name"],
+        name=name,
         path=path,
         definition=definition,
         parsed=standalone,
         fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
     )
-
-
-def _inline(node: Any, named: Mapping[str, Any], seen: set[str]) -> Any:
-    """``node`` with each named type defined at its first use and referred to after.
-
-    ``node`` is in fastavro's parsed form: full names everywhere, references
-    to named types as strings, bookkeeping keys starting with ``__``.
-    """
-    if isinstance(node, str):
-        if node in named and node not in seen:
-            return _inline(named[node], named, seen)
-        return node
-    if isinstance(node, list):
-        return [_inline(branch, named, seen) for branch in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: value for key, value in node.items() if not key.startswith("__")}
-    if out.get("type") in _NAMED:
-        seen.add(out["name"])
-    if "fields" in out:
-        out["fields"] = [
-            {**field, "type": _inline(field["type"], named, seen)} for field in out["fields"]
-        ]
-    for key in ("items", "values"):
-        if key in out:
-            out[key] = _inline(out[key], named, seen)
-    return out
-
-
-def _defined_names(node: Any) -> set[str]:
-    """Full names of the named types ``node`` (parsed form) defines, not those it refers to."""
-    if isinstance(node, list):
-        return set().union(*map(_defined_names, node)) if node else set()
-    if not isinstance(node, dict):
-        return set()
-    names = {node["name"]} if node.get("type") in _NAMED else set()
-    for field in node.get("fields", ()):
-        names |= _defined_names(field["type"])
-    for key in ("items", "values"):
-        if key in node:
-            names |= _defined_names(node[key])
-    return names
 
 
 def _invalid(message: str) -> CodecError:

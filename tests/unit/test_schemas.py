@@ -196,10 +196,27 @@ def test_a_reference_to_another_file_is_inlined_at_its_first_use(tmp_path: Path)
     assert fields[1]["type"] == "io.mxprobe.A"
 
 
+def test_a_type_defined_inside_another_file_can_be_referred_to(tmp_path: Path) -> None:
+    """B refers to the enum io.mxprobe.E that A defines in a field: B gets E's definition."""
+    enum = {"type": "enum", "name": "E", "symbols": ["x"], "doc": "e"}
+    directory = write_schemas(
+        tmp_path / "s", record("A", ("e", enum)), record("B", ("e", "io.mxprobe.E"))
+    )
+    (field,) = load_schemas(directory)["io.mxprobe.B"].definition["fields"]
+    assert (field["type"]["name"], field["type"]["symbols"]) == ("io.mxprobe.E", ["x"])
+
+
 @pytest.mark.parametrize(
     ("files", "words"),
     [
         ([record("B", ("a", "io.mxprobe.Nowhere"))], "io.mxprobe.Nowhere"),
+        (
+            [
+                record("A", ("b", ["null", "io.mxprobe.B"])),
+                record("B", ("a", ["null", "io.mxprobe.A"])),
+            ],
+            "refer to each other in a circle",
+        ),
         (
             [
                 record("A", ("e", {"type": "enum", "name": "E", "symbols": ["x"], "doc": "e"})),
@@ -210,12 +227,18 @@ def test_a_reference_to_another_file_is_inlined_at_its_first_use(tmp_path: Path)
         ([{"type": "record", "name": "X", "fields": [{"name": "a", "type": "strnig"}]}], "X.avsc"),
         ([], "No Avro schema"),
     ],
-    ids=["unknown reference", "defined twice", "invalid schema", "no files"],
+    ids=[
+        "unknown reference",
+        "files referring to each other",
+        "defined twice",
+        "invalid schema",
+        "no files",
+    ],
 )
 def test_a_broken_schema_directory_is_one_clear_error(
     tmp_path: Path, files: list[dict[str, Any]], words: str
 ) -> None:
-    """Unknown types, duplicate definitions, invalid schemas, no files: CodecError naming it."""
+    """Unknown types, circles, duplicate definitions, invalid schemas, no files: one CodecError."""
     directory = write_schemas(tmp_path / "s", *files)
     with pytest.raises(CodecError, match=re.escape(words)) as caught:
         load_schemas(directory)
