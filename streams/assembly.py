@@ -9,8 +9,8 @@ from typing import Any
 
 from streams.adapters.resolver import Resolver
 from streams.adapters.smtp_probe import SmtpProber
-from streams.core.lists import StaticLists
 from streams.errors import ConfigError
+from streams.packaged_lists import packaged_lists
 from streams.sandbox.world import World
 from streams.settings import Settings, load_settings
 from streams.verifier import Verifier
@@ -39,7 +39,7 @@ def build_verifier(
     if settings.source_address is not None:
         check_bindable(settings.source_address)
     try:
-        lists = StaticLists.packaged(
+        lists = packaged_lists(
             extra_disposable=(*settings.disposable_domain, *extra_disposable),
             extra_free=settings.free_domain,
             extra_role=settings.role_account,

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.assembly import build_verifier, sandbox_settings, verifier_factory
-from streams.embedded import group_state
 from streams.errors import MxprobeError
 from streams.pipeline.inputs import InputRequest
+from streams.pipeline.kafka_admin import group_state
 from streams.sandbox import Sandbox
 from streams.sandbox.workload import workload
 from streams.settings import Settings

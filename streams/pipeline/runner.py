@@ -18,16 +18,17 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams.core.address import SyntaxProblem, parse_address
 from streams.core.throttle import HostState
-from streams.embedded import EmbeddedBroker, create_topics, true_end_offsets
+from streams.embedded import EmbeddedBroker
 from streams.errors import CodecError
 from streams.loopback import free_port
 from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.inputs import InputRequest
+from streams.pipeline.kafka_admin import create_topics
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
@@ -39,6 +40,7 @@ from streams.pipeline.records import (
     VerdictRecord,
 )
 from streams.pipeline.tables import HOST_STATE_PREFIX
+from streams.pipeline.tansu import on_tansu, true_end_offsets
 from streams.settings import Settings
 from streams.verifier import Verifier
 
@@ -106,12 +108,30 @@ async def produce_requests(
     return sent
 
 
-async def read_verdicts(
-    bootstrap: str, topic: str, *, from_beginning: bool = True, idle_ms: int = 500
-) -> AsyncGenerator[VerdictRecord, None]:
-    """Every verdict on ``topic`` (from the beginning or from now), until cancelled."""
+async def _records(
+    bootstrap: str,
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    to_end: bool = False,
+    idle_ms: int = 500,
+) -> AsyncGenerator[ConsumerRecord, None]:
+    """The records of ``topic``, in order per partition, read by a consumer of no group.
+
+    Args:
+        bootstrap: ``HOST:PORT[,HOST:PORT…]``.
+        topic: the topic.
+        from_beginning: start at its oldest record, else at its end (records to come).
+        to_end: stop once every partition is read up to the end it had when
+            reading started (the true end, also on Tansu); a topic nobody has
+            created yet has no records. Else follow the topic until the caller
+            closes or cancels the generator.
+        idle_ms: how long one fetch waits for records.
+    """
+    if to_end and not from_beginning:
+        raise ValueError("A topic is read to its end from its beginning.")
     consumer = AIOKafkaConsumer(
-        topic,
+        *(() if to_end else (topic,)),  # to its end: assigned below, partition by partition
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -119,37 +139,55 @@ async def read_verdicts(
     )
     await consumer.start()
     try:
-        while True:
+        ends: dict[TopicPartition, int] | None = None
+        if to_end:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            if not partitions:
+                await asyncio.sleep(0)  # let the consumer's start finish before its stop
+                return
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await true_end_offsets(consumer, partitions)
+        while ends is None or await _behind(consumer, ends):
             batches = await consumer.getmany(timeout_ms=idle_ms, max_records=10_000)
             for messages in batches.values():
                 for message in messages:
-                    try:
-                        yield decode(message.value, VerdictRecord)
-                    except CodecError:
-                        continue  # not a verdict this version can read: skip it
+                    yield message
     finally:
         await consumer.stop()
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether ``consumer`` has yet to read up to ``ends`` on some partition."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+async def read_verdicts(
+    bootstrap: str, topic: str, *, from_beginning: bool = True, idle_ms: int = 500
+) -> AsyncGenerator[VerdictRecord, None]:
+    """Every verdict on ``topic`` (from the beginning or from now), until cancelled."""
+    records = _records(bootstrap, topic, from_beginning=from_beginning, idle_ms=idle_ms)
+    async with contextlib.aclosing(records):
+        async for message in records:
+            try:
+                verdict = decode(message.value, VerdictRecord)
+            except CodecError:
+                continue  # not a verdict this version can read: skip it
+            yield verdict
 
 
 async def read_dead_letters(bootstrap: str, topic: str) -> AsyncGenerator[str, None]:
     """The request id of every dead letter on ``topic`` whose original event names one."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for messages in batches.values():
-                for message in messages:
-                    for request_id in _dead_request_ids(message.value):
-                        yield request_id
-    finally:
-        await consumer.stop()
+    records = _records(bootstrap, topic)
+    async with contextlib.aclosing(records):
+        async for message in records:
+            for request_id in _dead_request_ids(message.value):
+                yield request_id
 
 
 def _dead_request_ids(value: bytes) -> tuple[str, ...]:
@@ -178,51 +216,25 @@ def _dead_request_ids(value: bytes) -> tuple[str, ...]:
 _CARRY_REQUESTS = (AddressRequest, DomainTask, DomainTasks, HostTask, HostTasks, RetryEvent)
 
 
-async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    """Whether ``consumer`` has yet to read up to ``ends`` on some partition."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False
-
-
 async def read_host_states(bootstrap: str, topic: str) -> dict[str, HostState]:
     """Every mail host's budget and health, as the ``hosts`` table's changelog ``topic`` has them.
 
     Reads the changelog from the beginning to its end (the true end, also on
     Tansu) and keeps the newest value of each ``host:`` key; a tombstone removes it.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     states: dict[str, HostState] = {}
     prefix = HOST_STATE_PREFIX.encode()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:  # no worker of this app has written the table yet
-            await asyncio.sleep(0)  # let the consumer's start finish before its stop
-            return states
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await true_end_offsets(consumer, partitions)
-        while await _behind(consumer, ends):
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for messages in batches.values():
-                for message in messages:
-                    key = message.key or b""
-                    if not key.startswith(prefix):
-                        continue
-                    host = key[len(prefix) :].decode("utf-8", "replace")
-                    if message.value is None:
-                        states.pop(host, None)
-                    else:
-                        states[host] = HostState.from_dict(json.loads(message.value))
-    finally:
-        await consumer.stop()
+    records = _records(bootstrap, topic, to_end=True)
+    async with contextlib.aclosing(records):
+        async for message in records:
+            key = message.key or b""
+            if not key.startswith(prefix):
+                continue
+            host = key[len(prefix) :].decode("utf-8", "replace")
+            if message.value is None:
+                states.pop(host, None)
+            else:
+                states[host] = HostState.from_dict(json.loads(message.value))
     return states
 
 
@@ -242,6 +254,7 @@ class PipelineRun:
         self.broker: EmbeddedBroker | None = None
         self.pipeline: Pipeline | None = None
         self.bootstrap = ""
+        self.on_tansu = False  # the broker is Tansu, so its workarounds apply (once entered)
         self.started_in = 0.0  # seconds until the worker had joined its group
         self.dead_lettered: set[str] = set()  # request ids of the last verify() in the DLQ
 
@@ -253,12 +266,15 @@ class PipelineRun:
             await self.broker.astart()
             url = self.broker.url
         self.bootstrap = url.removeprefix("kafka://")
+        self.on_tansu = on_tansu(
+            embedded=self.broker is not None, broker_kind=self.settings.broker_kind
+        )
         try:
             pipeline = Pipeline(
                 self.settings,
                 self._make_verifier,
                 broker=url,
-                embedded=self.broker is not None or self.settings.broker_kind == "tansu",
+                embedded=self.on_tansu,
                 web_port=self.settings.web_port or free_port(),
             )
             await create_topics(self.bootstrap, pipeline.topology.all())

@@ -1,6 +1,6 @@
 """The topics and tables of the pipeline, named and sized from Settings.
 
-DESIGN "Pipeline"::
+The topics, and the agents between them::
 
     addresses, addresses.bulk ─► [intake] ─► <app>.by-domain ─► [resolve]
         ─► <app>.by-host ─► [probe] ─► verdicts          (bad events ─► addresses.dlq)
@@ -17,8 +17,9 @@ the mail host) only by the probe agent; both agents run with concurrency 1.
 agent in the partition of the event it answers, so that an event processed
 again after a crash gets the very same verdict bytes.
 
-Every topic is created up front with its final partition count: Tansu cannot
-add partitions later and auto-creates unknown topics with 4 (BROKERS.md #4).
+Every topic is created up front with its final partition count: Tansu has no
+CreatePartitions request to add partitions later, and auto-creates an unknown
+topic with 4 partitions on the first produce or metadata request for it.
 The re-keyed topics and the changelogs must have the same partition count,
 because Faust co-partitions a table with the stream that writes it.
 """

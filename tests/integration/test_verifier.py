@@ -14,8 +14,8 @@ from support import SandboxThread
 from streams.adapters.resolver import Resolver
 from streams.adapters.smtp_probe import SmtpProber
 from streams.assembly import build_verifier
-from streams.core.lists import StaticLists
 from streams.core.verdict import Status, Verdict
+from streams.packaged_lists import packaged_lists
 from streams.sandbox import World, load_world
 from streams.verifier import Verifier
 
@@ -433,7 +433,7 @@ async def test_reconnects_are_bounded_per_group() -> None:
         verifier = Verifier(
             Resolver(settings.resolver_config()),
             SmtpProber(settings.probe_config(default_helo="probe.mxprobe.test")),
-            StaticLists.packaged(),
+            packaged_lists(),
             dataclasses.replace(settings.verifier_config(), max_sessions_per_group=3),
         )
         emails = [f"u{i}@drop.test" for i in range(6)]

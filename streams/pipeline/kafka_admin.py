@@ -1,0 +1,156 @@
+"""Admin requests mxprobe sends to any Kafka-protocol broker: topics and consumer groups.
+
+These work the same on Apache Kafka and on the embedded Tansu; what only
+Tansu needs is in :mod:`streams.pipeline.tansu`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from aiokafka.admin import (  # type: ignore[import-untyped, unused-ignore]
+    AIOKafkaAdminClient,
+    NewTopic,
+)
+from aiokafka.errors import (  # type: ignore[import-untyped, unused-ignore]
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+
+from streams.errors import BrokerError, ConfigError
+
+__all__ = ["TopicDefinition", "answers_metadata", "create_topics", "group_state"]
+
+
+async def answers_metadata(bootstrap: str, *, client_id: str = "mxprobe-admin") -> bool:
+    """True once the broker at ``HOST:PORT`` accepts a connection and answers a metadata request.
+
+    Args:
+        bootstrap: one ``HOST:PORT``.
+        client_id: the Kafka client id the request is sent with.
+    """
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        # A plain connect first: aiokafka logs an error for every refused connection.
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=2000
+    )
+    try:
+        await admin.start()  # bootstraps with a Metadata request
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+class TopicDefinition(Protocol):
+    """What :func:`create_topics` needs of a topic (``pipeline.topology.TopicSpec`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def replication(self) -> int: ...
+    @property
+    def configs(self) -> Mapping[str, str]: ...
+
+
+async def create_topics(
+    bootstrap: str, specs: Iterable[TopicDefinition], *, timeout: float = 30.0
+) -> tuple[str, ...]:
+    """Create topics with their final partition counts and configs; existing ones are kept.
+
+    Every topic must exist before any client touches it: Tansu auto-creates an
+    unknown topic with 4 partitions on a produce *or a metadata request*, and
+    has no CreatePartitions request to add partitions later.
+
+    Args:
+        bootstrap: ``HOST:PORT[,HOST:PORT…]``, with or without ``kafka://``.
+        specs: the topics.
+        timeout: seconds for the broker to answer.
+
+    Returns:
+        The names of the topics this call created.
+
+    Raises:
+        ConfigError: a topic exists with another partition count than asked for.
+        BrokerError: the broker cannot be reached or refused to create a topic.
+    """
+    wanted = {spec.name: spec for spec in specs}
+    if not wanted:
+        return ()
+    servers = bootstrap.removeprefix("kafka://")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers.split(","),
+        client_id="mxprobe-admin",
+        request_timeout_ms=int(timeout * 1000),
+    )
+    try:
+        await admin.start()
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, s.replication, topic_configs=dict(s.configs))
+                for s in wanted.values()
+            ]
+        )
+        created: list[str] = []
+        existing: list[str] = []
+        for name, code, *message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code == TopicAlreadyExistsError.errno:
+                existing.append(name)
+            else:
+                detail = message[0] if message and message[0] else f"error code {code}"
+                raise BrokerError(
+                    f"The Kafka broker at {servers} refused to create topic {name!r}: {detail}."
+                )
+        # Describe only topics that exist: Tansu answers a metadata request for an
+        # unknown topic by creating it (with 4 partitions).
+        for topic in await admin.describe_topics(existing) if existing else ():
+            spec = wanted[topic["topic"]]
+            have = len(topic["partitions"])
+            if have != spec.partitions:
+                raise ConfigError(
+                    f"Topic {spec.name!r} already exists with {have} partitions, not the "
+                    f"{spec.partitions} configured; partitions cannot be changed in place: "
+                    f"delete the topic or set the partition count to {have}."
+                )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise BrokerError(
+            f"Could not create topics on the Kafka broker at {servers} ({exc}); check that it "
+            "is running and that --broker / MXPROBE_BROKER points at it."
+        ) from exc
+    finally:
+        await admin.close()
+    return tuple(created)
+
+
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """Consumer group ``group``'s state (``Stable``, ``PreparingRebalance``…) and members.
+
+    ``("", 0)`` for a group the broker does not know.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups: groups = [(error, group_id, state, protocol_type, protocol, members, …)]
+    groups = described[0].groups if described else []
+    if not groups:
+        return "", 0
+    state = groups[0][2]
+    return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])

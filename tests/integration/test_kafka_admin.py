@@ -1,0 +1,97 @@
+"""Admin requests to a Kafka broker: readiness, topics created with their final sizes.
+
+They run against the session's embedded broker (Tansu) on loopback, each test
+in topics of its own; Tansu auto-creates an unknown topic with 4 partitions,
+so a topic that comes out with another count was created as asked.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from broker import unique_topic
+
+from streams.embedded import EmbeddedBroker
+from streams.errors import BrokerError, ConfigError
+from streams.pipeline.kafka_admin import answers_metadata, create_topics
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A topic to create (the shape of ``pipeline.topology.TopicSpec``)."""
+
+    name: str
+    partitions: int
+    replication: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Partitions per topic as the broker's metadata reports them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_running_broker_answers_metadata(kafka_broker: EmbeddedBroker) -> None:
+    """A broker that runs answers a metadata request."""
+    assert await answers_metadata(kafka_broker.bootstrap)
+
+
+async def test_no_broker_answers_no_metadata() -> None:
+    """Where nothing listens, the answer is False, not an error."""
+    assert not await answers_metadata(f"127.0.0.1:{unused_port()}")
+
+
+async def test_create_topics_honours_partition_counts(kafka_broker: EmbeddedBroker) -> None:
+    """Each topic gets the partition count asked for, not the broker's default of 4."""
+    specs = [
+        Spec(unique_topic("one"), 1),
+        Spec(unique_topic("three"), 3),
+        Spec(unique_topic("changelog"), 8, configs={"cleanup.policy": "compact"}),
+    ]
+    created = await create_topics(kafka_broker.url, specs)
+    assert sorted(created) == sorted(s.name for s in specs)
+    counts = await partition_counts(kafka_broker.bootstrap, [s.name for s in specs])
+    assert counts == {s.name: s.partitions for s in specs}
+
+
+async def test_create_topics_keeps_existing_topics(kafka_broker: EmbeddedBroker) -> None:
+    """Creating topics that exist (same partition count) creates nothing and is no error."""
+    old, new = Spec(unique_topic("old"), 2), Spec(unique_topic("new"), 2)
+    await create_topics(kafka_broker.bootstrap, [old])
+    assert await create_topics(kafka_broker.bootstrap, [old, new]) == (new.name,)
+
+
+async def test_create_topics_rejects_an_existing_topic_of_another_size(
+    kafka_broker: EmbeddedBroker,
+) -> None:
+    """A topic that exists with other partitions is a configuration error naming both counts."""
+    name = unique_topic("resized")
+    await create_topics(kafka_broker.bootstrap, [Spec(name, 2)])
+    with pytest.raises(ConfigError, match=rf"{name}' already exists with 2 partitions, not the 5"):
+        await create_topics(kafka_broker.bootstrap, [Spec(name, 5)])
+
+
+async def test_create_topics_without_a_broker_says_so() -> None:
+    """An unreachable broker is a BrokerError naming the address and the setting to check."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BrokerError, match=rf"127\.0\.0\.1:{port}.*MXPROBE_BROKER"):
+        await create_topics(f"127.0.0.1:{port}", [Spec("never", 1)], timeout=2)
