@@ -386,7 +386,6 @@ class Settings(BaseSettings):
             catch_all_max_age=self.catch_all_max_age,
             concurrency=self.concurrency,
             max_mx_hosts=self.max_mx_hosts,
-            rcpt_per_session=self.max_rcpt_per_session,
         )
 
 

@@ -1,8 +1,10 @@
 """The verification use case: addresses in, verdicts out. Knows no Faust.
 
-``Verifier`` awaits the adapters (DNS, SMTP) and calls the pure core for
-every decision. Every entry point (``mxprobe check``, the streaming pipeline)
-goes through it, so there is one truth.
+``Verifier`` awaits the adapters (DNS, SMTP: the Protocols of
+:mod:`streams.ports`, so it imports no adapter) and calls the pure core for
+every decision; :class:`~streams.limiter.HostLimiter` keeps each mail host's
+session slots and budget. Every entry point (``mxprobe check``, the streaming
+pipeline) goes through it, so there is one truth.
 
 How a batch is verified:
 
@@ -21,44 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import random
 import time
-import weakref
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from streams.adapters.resolver import Resolver
-from streams.adapters.smtp_probe import SmtpProber
 from streams.core.address import Address, SyntaxProblem, parse_address
-from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
-from streams.core.lists import Signals, StaticLists
-from streams.core.mx import (
-    DnsProblem,
-    HostAddresses,
-    NullMx,
-    implicit_mx,
-    order_mx,
-    usable_addresses,
+from streams.core.catchall import (
+    CatchAll,
+    CatchAllFact,
+    freshness_window,
+    learn,
+    random_local_part,
 )
+from streams.core.lists import Signals, StaticLists
+from streams.core.mx import DnsProblem
+from streams.core.pacing import plan_session, wait_inline
 from streams.core.politeness import Politeness
 from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
-from streams.core.replies import Phase, ReplyClass, classify
-from streams.core.route import DomainRoute, Target
-from streams.core.throttle import (
-    HostLimits,
-    HostState,
-    settle,
-    signal_of,
-    take,
-    wait_for,
-)
+from streams.core.route import DomainRoute, RouteResolution, Target
+from streams.core.throttle import HostLimits, HostState
 from streams.core.verdict import Facts, Verdict, decide
+from streams.limiter import HostLimiter
+from streams.ports import Clock, MxResolver, Prober, Sleep
 
 __all__ = ["Defer", "Verifier", "VerifierConfig", "smtp_recipient"]
-
-log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
@@ -69,7 +59,11 @@ Defer = Callable[[str, float], None]
 
 @dataclass(frozen=True, slots=True)
 class VerifierConfig:
-    """What the verifier needs from Settings (beyond its adapters)."""
+    """What the verifier needs from Settings (beyond its adapters).
+
+    Recipients per session are the mail host's (``politeness`` gives each
+    host its :class:`~streams.core.throttle.HostLimits`), not a setting here.
+    """
 
     politeness: Politeness = field(default_factory=Politeness)
     allow_private_mx: bool = False
@@ -77,13 +71,12 @@ class VerifierConfig:
     catch_all_max_age: float = 86_400.0
     concurrency: int = 20
     max_mx_hosts: int = 5
-    rcpt_per_session: int = 50
     dns_concurrency: int = 50  # domain lookups in flight at once
     # SMTP sessions one group may open in a batch when its host keeps dropping
     # the connection (each must answer at least one more recipient).
     max_sessions_per_group: int = 20
     # The share of a host's RCPT bucket that bulk traffic may not use, so that
-    # live requests find budget at once (issue 4: live traffic first).
+    # live requests find budget at once: bulk takes only the tokens above it.
     bulk_reserve: float = 0.25
     # `check` (no retry topics) waits in-process for a host's budget, at most
     # this long for one address; beyond, the address is unknown/throttled.
@@ -108,12 +101,13 @@ class Verifier:
 
     def __init__(
         self,
-        resolver: Resolver,
-        prober: SmtpProber,
+        resolver: MxResolver,
+        prober: Prober,
         lists: StaticLists,
         config: VerifierConfig,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         routes: MutableMapping[str, DomainRoute] | None = None,
         catch_all: MutableMapping[str, CatchAllFact] | None = None,
@@ -127,6 +121,8 @@ class Verifier:
             lists: the static lists for disposable/role/free signals.
             config: the verifier's settings.
             clock: seconds since the epoch (injected for tests).
+            sleep: waits while ``verify_many`` holds addresses for their host's
+                budget (injected for tests).
             rng: randomness for MX tie-breaks and catch-all local parts.
             routes: where domain routes are kept (default: a dict; the pipeline
                 passes its domain table).
@@ -140,17 +136,16 @@ class Verifier:
         self._lists = lists
         self._config = config
         self._clock = clock
+        self._sleep = sleep
         self._rng = rng or random.Random()
         self._routes: MutableMapping[str, DomainRoute] = {} if routes is None else routes
         self._catch_all: MutableMapping[str, CatchAllFact] = {} if catch_all is None else catch_all
-        self._hosts: MutableMapping[str, HostState] = {} if hosts is None else hosts
-        # Session slots per mail host live only while someone holds or awaits them.
-        self._host_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
-            weakref.WeakValueDictionary()
+        self._limiter = HostLimiter(
+            config.politeness,
+            {} if hosts is None else hosts,
+            clock,
+            concurrency=config.concurrency,
         )
-        self._sessions = asyncio.Semaphore(config.concurrency)
-        # Due times of the addresses held back per (host, bulk), still to come back.
-        self._booked: dict[tuple[str, bool], list[float]] = {}
         self._dns = asyncio.Semaphore(config.dns_concurrency)
         self.sessions_opened = 0  # SMTP sessions with a successful EHLO, for reports
         self.connections_opened = 0  # TCP connections attempted, for reports
@@ -213,23 +208,26 @@ class Verifier:
         pending = group.addresses
         started = self._clock()
         host = group.targets[0].host
-        size = self._config.politeness.limits_for(host).rcpt_per_session
+        size = self._limiter.limits(host).rcpt_per_session
         while pending:
             held: dict[str, float] = {}
             await self.probe(group.targets, pending, emit, defer=held.__setitem__)
-            elapsed = self._clock() - started
+            pending = [(email, address) for email, address in pending if email in held]
+            plan = wait_inline(
+                [held[email] for email, _ in pending],
+                elapsed=self._clock() - started,
+                max_wait=self._config.max_inline_wait,
+                session_size=size,
+            )
             waiting: list[tuple[str, Address]] = []
-            for email, address in pending:
-                if email not in held:
-                    continue
-                if elapsed + held[email] > self._config.max_inline_wait:
-                    emit(self.held_verdict(email, address, host))
-                else:
+            for (email, address), waits in zip(pending, plan.waiting, strict=True):
+                if waits:
                     waiting.append((email, address))
+                else:
+                    emit(self.held_verdict(email, address, host))
             pending = waiting
             if pending:
-                # Long enough for one session's worth of the held back.
-                await asyncio.sleep(held[pending[min(len(pending), size) - 1][0]])
+                await self._sleep(plan.sleep)
 
     async def aclose(self) -> None:
         """Close the SMTP sessions kept idle for the next batch (QUIT)."""
@@ -265,11 +263,7 @@ class Verifier:
         """
         now = self._clock()
         cached = self._routes.get(domain)
-        if (
-            cached is not None
-            and cached.expires_at > now
-            and (max_age is None or now - cached.resolved_at <= max_age)
-        ):
+        if cached is not None and cached.usable(now, max_age):
             return cached
         async with self._dns:  # a bounded number of lookups in flight
             route = dataclasses.replace(await self._resolve_route(domain, now), resolved_at=now)
@@ -279,51 +273,16 @@ class Verifier:
         return route
 
     async def _resolve_route(self, domain: str, now: float) -> DomainRoute:
-        answer = await self._resolver.mx(domain)
-        if isinstance(answer, DnsProblem):
-            return DomainRoute(problem=answer, expires_at=now + _problem_ttl(answer))
-        if answer.records:
-            ordered = order_mx(answer.records, self._rng)
-            if isinstance(ordered, NullMx):
-                return DomainRoute(problem=DnsProblem.NULL_MX, expires_at=now + answer.ttl)
-        else:
-            ordered = implicit_mx(domain)  # RFC 5321 §5.1
-        # max_mx_hosts exchanges at a time, until one has an address: unresolvable
-        # names first cannot hide the real host, and hundreds of MX records cost at
-        # most _MX_LOOKUP_ROUNDS rounds of lookups.
-        size = self._config.max_mx_hosts
-        looked_up = ordered[: size * _MX_LOOKUP_ROUNDS]
-        targets: list[Target] = []
-        problems: list[DnsProblem] = []
-        found_any = False
-        ttl = answer.ttl
-        for start in range(0, len(looked_up), size):
-            hosts = looked_up[start : start + size]
-            lookups = await asyncio.gather(*map(self._resolver.addresses, hosts))
-            for host, lookup in zip(hosts, lookups, strict=True):
-                if isinstance(lookup, DnsProblem):
-                    problems.append(lookup)
-                    continue
-                ttl = min(ttl, lookup.ttl) if lookup.addresses else ttl
-                found_any = found_any or bool(lookup.addresses)
-                targets.extend(Target(host, ip) for ip in self._usable(lookup))
-            if found_any:
-                break
-        if targets:
-            return DomainRoute(targets=tuple(targets), expires_at=now + ttl)
-        if found_any:
-            problem = DnsProblem.PRIVATE_MX
-        elif DnsProblem.TIMEOUT in problems:
-            problem = DnsProblem.TIMEOUT
-        elif DnsProblem.SERVFAIL in problems or len(looked_up) < len(ordered):
-            # Exchanges were left unasked: not proof that none has an address.
-            problem = DnsProblem.SERVFAIL
-        else:
-            problem = DnsProblem.NO_MAIL_SERVER
-        return DomainRoute(problem=problem, expires_at=now + _problem_ttl(problem, ttl))
-
-    def _usable(self, lookup: HostAddresses) -> tuple[str, ...]:
-        return usable_addresses(lookup.addresses, allow_private=self._config.allow_private_mx)
+        resolution = RouteResolution(
+            domain,
+            await self._resolver.mx(domain),
+            self._rng,
+            max_mx_hosts=self._config.max_mx_hosts,
+            allow_private=self._config.allow_private_mx,
+        )
+        while hosts := resolution.next_hosts():
+            resolution.feed(await asyncio.gather(*map(self._resolver.addresses, hosts)))
+        return resolution.route(now)
 
     async def probe(
         self,
@@ -352,18 +311,14 @@ class Verifier:
         for this call (0 = probe anew).
         """
         host = targets[0].host
-        limits = self._config.politeness.limits_for(host)
-        if max_age is None or max_age > self._config.catch_all_max_age:
-            max_age = self._config.catch_all_max_age
+        limits = self._limiter.limits(host)
+        max_age = freshness_window(max_age, self._config.catch_all_max_age)
         reserve = self._config.bulk_reserve if bulk else 0.0
         pending = list(addresses)
         sessions_left = self._config.max_sessions_per_group
-        slots = self._host_slots.get(host)
-        if slots is None:
-            slots = self._host_slots[host] = asyncio.Semaphore(limits.max_sessions)
-        async with slots:  # at most max_sessions at once to this host
+        async with self._limiter.slots(host):  # at most max_sessions at once to this host
             while pending:
-                async with self._sessions:  # at most `concurrency` in all
+                async with self._limiter.sessions:  # at most `concurrency` in all
                     # Granted once the session can start, so that RCPTs are sent
                     # when their tokens are taken.
                     granted_at = self._clock()
@@ -386,12 +341,22 @@ class Verifier:
                 self.connections_opened += outcome.connections
                 results = outcome.results
                 outcomes = [results[r] for r in recipients]
-                self._settle(host, limits, outcomes, outcome.connections, granted_at)
+                self._limiter.settle(
+                    host, outcomes, connections=outcome.connections, granted_at=granted_at
+                )
                 self._learn_catch_all(probes, results, max_age)
                 for email, address in chunk:
                     emit(self._probed_verdict(email, address, results[smtp_recipient(address)]))
-        if pending:
-            self._hold_back(host, limits, pending, emit, defer, reserve=reserve, bulk=bulk)
+        if not pending:
+            return
+        count = 0 if defer is None else len(pending)
+        waits = self._limiter.hold_back(host, count, bulk=bulk, reserve=reserve)
+        if defer is None:
+            for email, address in pending:
+                emit(self.held_verdict(email, address, host))
+        else:
+            for (email, _), wait in zip(pending, waits, strict=True):
+                defer(email, wait)
 
     def _next_session(
         self,
@@ -404,61 +369,19 @@ class Verifier:
         """The addresses of the next session that the host's budget grants now, and
         the catch-all probe to add for each of their domains that is not known yet."""
         now = self._clock()
-        probes: dict[str, str] = {}
-        costs: list[int] = []
-        total = 0
-        for _, address in pending:
-            domain = address.ascii_domain
-            stale = domain not in probes and not self._catch_all.get(
-                domain, CatchAllFact()
-            ).is_fresh(now, max_age)
-            cost = 2 if stale else 1  # its RCPT, and its domain's catch-all probe
-            if costs and total + cost > limits.rcpt_per_session:
-                break
-            if stale:
-                probes[domain] = f"{random_local_part(self._rng)}@{domain}"
-            costs.append(cost)
-            total += cost
-        granted, state = take(
-            self._hosts.get(host, HostState()), limits, now, total, reserve=reserve
-        )
-        self._hosts[host] = state
-        chosen, spent = 0, 0
-        while chosen < len(costs) and spent + costs[chosen] <= granted:
-            spent += costs[chosen]
-            chosen += 1
-        chunk = list(pending[:chosen])
-        domains = {address.ascii_domain for _, address in chunk}
-        return chunk, {domain: probe for domain, probe in probes.items() if domain in domains}
 
-    def _hold_back(
-        self,
-        host: str,
-        limits: HostLimits,
-        held: Sequence[tuple[str, Address]],
-        emit: Callable[[Verdict], None],
-        defer: Defer | None,
-        *,
-        reserve: float,
-        bulk: bool,
-    ) -> None:
-        """Give each address the budget holds back its wait (or, without ``defer``, its
-        verdict). Waits count after the addresses already held back for this host, so
-        that they come back at the host's pace instead of all at once."""
-        now = self._clock()
-        state = self._hosts.get(host, HostState())
-        booked = [due for due in self._booked.get((host, bulk), ()) if due > now]
-        for position, (email, address) in enumerate(held, start=len(booked) + 1):
-            if defer is None:
-                emit(self.held_verdict(email, address, host))
-                continue
-            wait = wait_for(state, limits, now, position, reserve=reserve)
-            defer(email, wait)
-            booked.append(now + wait)
-        if booked:
-            self._booked[(host, bulk)] = booked
-        else:
-            self._booked.pop((host, bulk), None)
+        def stale(domain: str) -> bool:
+            return not self._catch_all.get(domain, CatchAllFact()).is_fresh(now, max_age)
+
+        plan = plan_session(
+            (address.ascii_domain for _, address in pending),
+            stale,
+            rcpt_per_session=limits.rcpt_per_session,
+        )
+        # A random local part for every probe the plan asks for, granted or not.
+        probes = {domain: f"{random_local_part(self._rng)}@{domain}" for domain in plan.probed}
+        plan = self._limiter.grant(host, plan, now=now, reserve=reserve)
+        return list(pending[: plan.size]), {domain: probes[domain] for domain in plan.probed}
 
     def _learn_catch_all(
         self, probes: dict[str, str], results: dict[str, RcptOutcome], max_age: float
@@ -468,12 +391,8 @@ class Verifier:
         if probes and len(self._catch_all) >= _CACHE_LIMIT:
             _prune(self._catch_all, lambda f: not f.is_fresh(now, max_age))
         for domain, probe in probes.items():
-            rcpt = results[probe]
-            reply_class = classify(rcpt.reply, Phase.RCPT) if rcpt.reply is not None else None
-            if rcpt.phase is not Phase.RCPT:
-                reply_class = None
             previous = self._catch_all.get(domain, CatchAllFact())
-            self._catch_all[domain] = observe(previous, reply_class, now)
+            self._catch_all[domain] = learn(previous, results[probe], now)
 
     def _probed_verdict(self, email: str, address: Address, rcpt: RcptOutcome) -> Verdict:
         fact = self._catch_all.get(address.ascii_domain, CatchAllFact())
@@ -491,45 +410,9 @@ class Verifier:
         )
         return self._decide(address, facts)
 
-    def _settle(
-        self,
-        host: str,
-        limits: HostLimits,
-        outcomes: Sequence[RcptOutcome],
-        connections: int,
-        granted_at: float,
-    ) -> None:
-        """Charge the connections a probe opened and adapt the host's budget (AIMD)."""
-        answers: list[tuple[ReplyClass | None, SessionFailure | None]] = []
-        for rcpt in outcomes:
-            phase = rcpt.phase if rcpt.reply is not None else Phase.RCPT
-            reply_class = classify(rcpt.reply, phase) if rcpt.reply is not None else None
-            answers.append((reply_class, rcpt.failure))
-        now = self._clock()
-        state, change = settle(
-            self._hosts.get(host, HostState()),
-            limits,
-            now,
-            connections=connections,
-            signal=signal_of(answers),
-            host=host,
-            sent_since=granted_at,
-        )
-        self._hosts[host] = state
-        if change is not None:
-            log.info(
-                "host.%s %s",
-                change.kind,
-                change.message,
-                extra={"host": host, "factor": state.factor, "paused_until": state.paused_until},
-            )
-
     def _decide(self, address: Address, facts: Facts) -> Verdict:
         return decide(dataclasses.replace(facts, address=address, signals=self.signals(address)))
 
-
-#: Rounds of max_mx_hosts exchange lookups before a route gives up.
-_MX_LOOKUP_ROUNDS = 4
 
 #: Caches are pruned of expired entries when they reach this many domains.
 _CACHE_LIMIT = 100_000
@@ -539,10 +422,3 @@ def _prune(store: MutableMapping[str, V], expired: Callable[[V], bool]) -> None:
     """Drop the expired entries of a cache (a dict or a table)."""
     for key in [key for key, value in store.items() if expired(value)]:
         del store[key]
-
-
-def _problem_ttl(problem: DnsProblem, ttl: int = 300) -> float:
-    """How long a DNS problem is remembered: facts for their TTL, failures briefly."""
-    if problem in (DnsProblem.TIMEOUT, DnsProblem.SERVFAIL):
-        return 30.0
-    return float(ttl)

@@ -14,9 +14,17 @@ import random
 import string
 from dataclasses import dataclass
 
-from streams.core.replies import ReplyClass
+from streams.core.probe import RcptOutcome
+from streams.core.replies import Phase, ReplyClass, classify
 
-__all__ = ["CatchAll", "CatchAllFact", "observe", "random_local_part"]
+__all__ = [
+    "CatchAll",
+    "CatchAllFact",
+    "freshness_window",
+    "learn",
+    "observe",
+    "random_local_part",
+]
 
 
 class CatchAll(enum.StrEnum):
@@ -59,6 +67,31 @@ def observe(previous: CatchAllFact, reply_class: ReplyClass | None, now: float) 
     if state is None:
         return previous
     return CatchAllFact(state=state, observed_at=now)
+
+
+def learn(previous: CatchAllFact, probe: RcptOutcome, now: float) -> CatchAllFact:
+    """Fold the outcome of a domain's random-recipient probe into its fact.
+
+    Only a reply to that RCPT itself tells: a reply at an earlier step (the
+    greeting, EHLO, MAIL FROM) or no reply at all (a timeout, a drop) says
+    nothing about what the host does with unknown recipients, so
+    :func:`observe` keeps the previous fact.
+    """
+    reply = probe.reply if probe.phase is Phase.RCPT else None
+    reply_class = classify(reply, Phase.RCPT) if reply is not None else None
+    return observe(previous, reply_class, now)
+
+
+def freshness_window(max_age: float | None, catch_all_max_age: float) -> float:
+    """How old (seconds) a catch-all fact may be for a request.
+
+    A request's ``max_age`` may ask for fresher facts (0 = probe anew), never
+    for older ones than the operator's ``catch_all_max_age``; without one the
+    operator's window holds.
+    """
+    if max_age is None or max_age > catch_all_max_age:
+        return catch_all_max_age
+    return max_age
 
 
 _ALPHABET = string.ascii_lowercase + string.digits

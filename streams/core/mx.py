@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "TEMPORARY_DNS",
     "AddressScope",
     "DnsProblem",
     "HostAddresses",
@@ -114,6 +115,11 @@ class DnsProblem(enum.StrEnum):
     SERVFAIL = "servfail"  # the name servers failed (or refused) to answer
     TIMEOUT = "timeout"  # no answer within the lifetime
     PRIVATE_MX = "private_mx"  # every mail host address is private and that is not allowed
+
+
+#: DNS problems that may be gone on the next lookup (the name servers failed,
+#: or did not answer in time); every other problem is a fact about the domain.
+TEMPORARY_DNS: frozenset[DnsProblem] = frozenset({DnsProblem.SERVFAIL, DnsProblem.TIMEOUT})
 
 
 class AddressScope(enum.StrEnum):

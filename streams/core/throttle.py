@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.core.probe import SessionFailure
-from streams.core.replies import ReplyClass
+from streams.core.probe import RcptOutcome, SessionFailure
+from streams.core.replies import ReplyClass, classify
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -46,6 +46,7 @@ __all__ = [
     "HostState",
     "LimitBound",
     "Signal",
+    "probe_signal",
     "settle",
     "signal_of",
     "take",
@@ -430,6 +431,18 @@ def signal_of(answers: Iterable[tuple[ReplyClass | None, SessionFailure | None]]
     if all(signal is Signal.REFUSED for signal in failures):
         return Signal.REFUSED
     return Signal.FAILED
+
+
+def probe_signal(outcomes: Iterable[RcptOutcome]) -> Signal:
+    """The signal of one probe from its recipients' outcomes (see :func:`signal_of`).
+
+    Each reply is classified at the step it answered (a 421 greeting is a
+    throttle as much as a 421 to RCPT).
+    """
+    return signal_of(
+        (classify(rcpt.reply, rcpt.phase) if rcpt.reply is not None else None, rcpt.failure)
+        for rcpt in outcomes
+    )
 
 
 _CUT_BECAUSE: Mapping[Signal, str] = {

@@ -6,8 +6,16 @@ import random
 
 import pytest
 
-from streams.core.catchall import CatchAll, CatchAllFact, observe, random_local_part
-from streams.core.replies import ReplyClass
+from streams.core.catchall import (
+    CatchAll,
+    CatchAllFact,
+    freshness_window,
+    learn,
+    observe,
+    random_local_part,
+)
+from streams.core.probe import RcptOutcome, SessionFailure
+from streams.core.replies import Phase, ReplyClass, SmtpReply
 
 
 @pytest.mark.parametrize(
@@ -66,3 +74,58 @@ def test_random_local_part_shape() -> None:
     assert len(parts) == 200
     for part in parts:
         assert len(part) == 20 and part[0].isalpha() and part.isalnum() and part == part.lower()
+
+
+# --- learn: what a random-recipient probe's outcome teaches -----------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state"),
+    [
+        (RcptOutcome("x@d.test", SmtpReply(250, "OK", "2.1.5")), CatchAll.ACCEPTS_ALL),
+        (
+            RcptOutcome("x@d.test", SmtpReply(550, "No such user", "5.1.1")),
+            CatchAll.REJECTS_UNKNOWN,
+        ),
+        # A reply to another step says nothing about unknown recipients.
+        (
+            RcptOutcome("x@d.test", SmtpReply(550, "Unrouteable address", "5.1.1"), Phase.MAIL),
+            CatchAll.UNKNOWN,
+        ),
+        (RcptOutcome("x@d.test", SmtpReply(250, "OK"), Phase.MAIL), CatchAll.UNKNOWN),
+        # No reply at all (timeout, drop): nothing learnt.
+        (RcptOutcome("x@d.test", failure=SessionFailure.TIMEOUT), CatchAll.UNKNOWN),
+        # A greylisting is no answer either.
+        (RcptOutcome("x@d.test", SmtpReply(451, "Try later", "4.7.1")), CatchAll.UNKNOWN),
+    ],
+)
+def test_only_a_reply_to_the_probe_rcpt_teaches(outcome: RcptOutcome, state: CatchAll) -> None:
+    """The state is learnt from the probe's RCPT reply alone, stamped with now."""
+    learnt = learn(CatchAllFact(), outcome, 100.0)
+    assert learnt.state is state
+    assert learnt.observed_at == (100.0 if state is not CatchAll.UNKNOWN else 0.0)
+
+
+def test_an_unclear_probe_keeps_what_was_known() -> None:
+    """A probe that timed out leaves an earlier clear answer in place."""
+    known = CatchAllFact(CatchAll.ACCEPTS_ALL, 50.0)
+    outcome = RcptOutcome("x@d.test", failure=SessionFailure.DISCONNECTED)
+    assert learn(known, outcome, 100.0) is known
+
+
+# --- freshness_window -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_age", "window"),
+    [
+        (None, 86_400.0),  # no request bound: the operator's window
+        (3600.0, 3600.0),  # a request may ask for fresher facts
+        (0.0, 0.0),  # 0: probe anew
+        (86_400.0, 86_400.0),
+        (172_800.0, 86_400.0),  # never older than the operator allows
+    ],
+)
+def test_freshness_window(max_age: float | None, window: float) -> None:
+    """A request's max_age lowers the catch-all window, never raises it."""
+    assert freshness_window(max_age, 86_400.0) == window

@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.politeness import Politeness
-from streams.core.probe import SessionFailure
-from streams.core.replies import ReplyClass
+from streams.core.probe import RcptOutcome, SessionFailure
+from streams.core.replies import Phase, ReplyClass, SmtpReply
 from streams.core.throttle import (
     DEFAULT_LIMITS,
     HostLimits,
     HostState,
     Signal,
+    probe_signal,
     settle,
     signal_of,
     take,
@@ -385,6 +386,29 @@ def test_signal_of_answers(
 ) -> None:
     """Throttling wins, then any reply, then refused connections, then other failures."""
     assert signal_of(iter(answers)) is signal
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "signal"),
+    [
+        ([RcptOutcome("a@d.test", SmtpReply(250, "OK", "2.1.5"))], Signal.CLEAN),
+        ([RcptOutcome("a@d.test", SmtpReply(550, "No such user", "5.1.1"))], Signal.CLEAN),
+        (
+            [RcptOutcome("a@d.test", SmtpReply(452, "Too many recipients", "4.5.3"))],
+            Signal.THROTTLED,
+        ),
+        # A 421 greeting throttles as much as a 421 to RCPT.
+        ([RcptOutcome("a@d.test", SmtpReply(421, "Too busy"), Phase.CONNECT)], Signal.THROTTLED),
+        ([RcptOutcome("a@d.test", failure=F.CONNECTION_FAILED)], Signal.REFUSED),
+        ([RcptOutcome("a@d.test", failure=F.TIMEOUT)], Signal.FAILED),
+        ([], Signal.NONE),
+    ],
+)
+def test_probe_signal_reads_each_reply_at_its_step(
+    outcomes: list[RcptOutcome], signal: Signal
+) -> None:
+    """A probe's outcomes give the signal of their replies (at their step) and failures."""
+    assert probe_signal(outcomes) is signal
 
 
 # --- HostState as JSON -----------------------------------------------------------
