@@ -10,10 +10,15 @@ stands as an ``unknown`` verdict.
 
 Greylisting (RFC 6647 §2.1) asks the sender to come back after a delay of
 minutes, so the first tier is a minute and later ones wait longer.
+
+:func:`plan` is the one decision the pipeline's stages carry out after an
+attempt: :class:`Emit` the verdict (final), or :class:`Again` (a retry tier,
+a due time, the verdict the request stands on meanwhile).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import math
@@ -22,17 +27,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from streams.core.verdict import Reason
+from streams.core.mx import TEMPORARY_DNS, DnsProblem
+from streams.core.verdict import Reason, Verdict
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "DEFAULT_DELAYS",
+    "Again",
+    "Attempt",
     "Cause",
+    "Emit",
     "Retry",
     "RetryPolicy",
     "cause_of",
+    "format_attempts",
     "parse_attempts",
     "parse_delays",
+    "plan",
 ]
 
 
@@ -195,6 +206,92 @@ class RetryPolicy:
         return retry if retry.due_at <= first_seen + self.max_age else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """What one attempt at a request found, and what came before it.
+
+    Exactly one of three kinds: a probe's verdict (``dns`` and
+    ``deferred_for`` unset); a DNS answer that leaves no mail host to probe
+    (``dns`` set, ``verdict`` is its DNS verdict); or a probe the mail host's
+    budget held back (``deferred_for`` set, ``verdict`` is what the request
+    stands on: the previous attempt's verdict, or unknown/throttled).
+    """
+
+    verdict: Verdict
+    retries: Mapping[str, int] = field(default_factory=dict)  # scheduled so far, per cause
+    first_seen: float  # when intake first read the request (epoch seconds)
+    earlier_sessions: int = 0  # SMTP sessions of the earlier attempts
+    dns: DnsProblem | None = None
+    deferred_for: float | None = None  # seconds until the host's budget can take it
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """The request's verdict is final: send it."""
+
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Again:
+    """Try the request again through a retry tier.
+
+    ``verdict`` is what the request stands on meanwhile (and its verdict if
+    no later attempt tells more); ``retries`` the counts per cause with this
+    one; ``new_round`` says a probe round was spent (a deferral spends none).
+    """
+
+    cause: Cause
+    tier: int
+    due_at: float
+    verdict: Verdict
+    retries: Mapping[str, int]
+    new_round: bool
+
+
+def plan(policy: RetryPolicy, attempt: Attempt, now: float) -> Emit | Again:
+    """After an attempt: the final verdict, or the next try.
+
+    - A deferral (the host's budget held the probe back) is retried when the
+      budget allows (:meth:`RetryPolicy.defer`), counted as :attr:`Cause.BUDGET`.
+    - A DNS answer is retried only when it may be gone next time
+      (:data:`TEMPORARY_DNS`: SERVFAIL, timeout), as :attr:`Cause.DNS`;
+      NXDOMAIN, null MX and the like are facts.
+    - A probe's verdict is retried when its reason has a cause
+      (:func:`cause_of`: greylisted, throttled, timeout, another 4xx); its
+      evidence counts the SMTP sessions of every attempt so far.
+
+    Past a cause's attempt limit or the policy's maximum age, the verdict
+    stands: :class:`Emit`.
+    """
+    verdict = attempt.verdict
+    if attempt.deferred_for is not None:
+        cause: Cause | None = Cause.BUDGET
+        done = attempt.retries.get(Cause.BUDGET.value, 0)
+        retry = policy.defer(attempt.deferred_for, done, attempt.first_seen, now)
+    else:
+        if attempt.dns is not None:
+            cause = Cause.DNS if attempt.dns in TEMPORARY_DNS else None
+        else:
+            sessions = verdict.evidence.attempts + attempt.earlier_sessions
+            evidence = dataclasses.replace(verdict.evidence, attempts=sessions)
+            verdict = dataclasses.replace(verdict, evidence=evidence)
+            cause = cause_of(verdict.reason)
+        done = attempt.retries.get(cause.value, 0) if cause is not None else 0
+        retry = policy.after(cause, done, attempt.first_seen, now) if cause is not None else None
+    if cause is None or retry is None:
+        return Emit(verdict)
+    retries = {**attempt.retries, cause.value: done + 1}
+    return Again(
+        cause=cause,
+        tier=retry.tier,
+        due_at=retry.due_at,
+        verdict=verdict,
+        retries=retries,
+        new_round=cause is not Cause.BUDGET,
+    )
+
+
 def _check_delays(delays: tuple[float, ...]) -> None:
     if not delays:
         raise ValueError("Give at least one retry delay, e.g. 60,300,900,1800 (seconds).")
@@ -280,3 +377,8 @@ def parse_attempts(text: str) -> dict[Cause, int]:
             )
         limits[cause] = int(value)
     return limits
+
+
+def format_attempts(limits: Mapping[Cause, int]) -> str:
+    """``limits`` as :func:`parse_attempts` reads them: ``"greylisted=4,throttled=3"``."""
+    return ",".join(f"{cause.value}={limit}" for cause, limit in limits.items())

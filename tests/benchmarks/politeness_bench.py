@@ -304,11 +304,11 @@ async def verify_all(
         )
     result.wall_s = times["last_verdict"] - times["first_submit"]
     result.mxprobe = {
-        "retries_scheduled": pipeline.retries_scheduled,
-        "retries_released": pipeline.retries_released,
+        "retries_scheduled": pipeline.outputs.retries_scheduled,
+        "retries_released": pipeline.outputs.retries_released,
         "sessions_opened": pipeline.verifier.sessions_opened,
         "connections_opened": pipeline.verifier.connections_opened,
-        "dead_letters": pipeline.dead_letters,
+        "dead_letters": pipeline.outputs.dead_letters,
     }
     return records, states
 
@@ -346,7 +346,7 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
 
 def to_json(result: BenchResult) -> dict[str, Any]:
     """The result as JSON-ready data (``addresses_per_second`` and ``latency_ms`` with
-    ``p50``/``p95``/``p99`` are the keys issue 5 names for ``mxprobe bench``)."""
+    ``p50``/``p95``/``p99`` are the keys ``mxprobe bench --json`` prints too)."""
     return {
         "addresses": result.addresses,
         "domains": result.domains,

@@ -1,4 +1,4 @@
-"""Bad input never stops the stream (issue 5, "Bad input"; DESIGN, Safety rules).
+"""Bad input never stops the stream: a malformed event goes to the DLQ, and the stream goes on.
 
 Hostile events go to the input topic of one running pipeline (the bundled
 broker, the sandbox mail world), between good requests sent before and after
@@ -359,7 +359,7 @@ async def run_pipeline(
             await producer.stop()
             await consumer.stop()
         assert running.pipeline is not None
-        outcome.dead_letters_counted = running.pipeline.dead_letters
+        outcome.dead_letters_counted = running.pipeline.outputs.dead_letters
     return outcome
 
 

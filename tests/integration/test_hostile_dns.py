@@ -1,4 +1,4 @@
-"""Hostile DNS (issue 5) against the real resolver and Verifier: the hostile_dns sandbox world.
+"""Hostile DNS against the real resolver and Verifier: the hostile_dns sandbox world.
 
 Every case ends in a bounded time with the verdict the world expects; the
 resolver never walks hundreds of records, never loops, never hangs.

@@ -132,7 +132,7 @@ async def test_a_failing_handler_dead_letters_its_events_and_goes_on(
         assert running.dead_lettered == {failing[0].request_id}
         records = await running.verify(requests_for(["alice@strict.test"]), timeout=60)
         assert records[0].status.value == "deliverable"
-        assert running.pipeline.dead_letters == 1
+        assert running.pipeline.outputs.dead_letters == 1
 
 
 async def test_domain_table_is_recovered_after_a_restart(
@@ -193,7 +193,7 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
             kafka_broker.bootstrap, settings.input_topic, request, allowed_tlds=("test",)
         )
         records = await first_verdicts(kafka_broker, settings, 2)
-        resent = running.pipeline.resent
+        resent = running.pipeline.outputs.resent
     assert [r.request_id for r in records] == [request[0].request_id] * 2
     assert records[1] == records[0]  # every field, verified_at and latency_ms included
     assert resent == 1
@@ -212,7 +212,7 @@ async def test_a_request_id_reused_for_another_address_gets_its_own_verdict(
             kafka_broker.bootstrap, settings.input_topic, reused, allowed_tlds=("test",)
         )
         records = await first_verdicts(kafka_broker, settings, 2)
-        resent = running.pipeline.resent
+        resent = running.pipeline.outputs.resent
     assert [(r.email, r.status.value) for r in records] == [
         ("alice@strict.test", "deliverable"),
         ("nobody@strict.test", "undeliverable"),
@@ -295,7 +295,7 @@ async def test_a_restarted_worker_sends_the_very_same_verdicts_again(
             kafka_broker.bootstrap, settings.input_topic, requests, allowed_tlds=("test",)
         )
         records = await first_verdicts(kafka_broker, settings, 2 * len(requests))
-        resent = again.pipeline.resent
+        resent = again.pipeline.outputs.resent
     assert len(first) == len(requests)
     assert resent == len(requests)
     by_id: dict[str, list[VerdictRecord]] = {}

@@ -60,7 +60,7 @@ async def test_greylisting_is_resolved_by_the_retry_tiers(
             requests_for(["alice@greylist.test", "nobody@greylist.test"]), timeout=60
         )
         assert running.pipeline is not None
-        scheduled = running.pipeline.retries_scheduled
+        scheduled = running.pipeline.outputs.retries_scheduled
     assert [outcome(r) for r in records] == [
         "deliverable/accepted",
         "undeliverable/mailbox_not_found",
@@ -84,7 +84,7 @@ async def test_exhausted_retries_end_unknown_greylisted_with_the_evidence(
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         [record] = await running.verify(requests_for(["alice@greylist.test"]), timeout=60)
         assert running.pipeline is not None
-        assert running.pipeline.retries_scheduled == 2
+        assert running.pipeline.outputs.retries_scheduled == 2
     assert outcome(record) == "unknown/greylisted"
     assert (record.evidence.reply_code, record.evidence.enhanced_status) == (450, "4.7.1")
     assert record.evidence.attempts == 3  # the first try and two retries
@@ -116,7 +116,7 @@ async def test_a_retry_delay_longer_than_the_session_timeout_causes_no_rebalance
         waited = time.monotonic() - started
         assert pipeline.app.rebalancing_count == rebalances
         assert set(pipeline.app.consumer.assignment()) == assignment
-        assert pipeline.retries_released == 0
+        assert pipeline.outputs.retries_released == 0
     assert outcome(record) == "deliverable/accepted"  # the 15 s tier outlasted greylisting
     assert waited >= 15
     assert outcome(throttled) == "unknown/throttled"

@@ -407,7 +407,7 @@ def test_parsed_addresses_hold_no_control_characters_and_fit_smtp(text: str) -> 
     assert result.ascii_domain.isascii()
 
 
-# --- Hostile input (issue 5, "Bad input") ---------------------------------------------
+# --- Hostile input --------------------------------------------------------------------
 #
 # Invisible and direction-changing characters are refused (email-validator's
 # "unsafe characters": categories Cf, Zs but space, Co, Cn, ...), on the side of

@@ -1,4 +1,4 @@
-"""Hostile-DNS world entries (issue 5): CNAMEs, junk MX, address networks, private stand-ins.
+"""Hostile-DNS world entries: CNAMEs, junk MX, address networks, private stand-ins.
 
 Pure: the world reader, CNAME following in the world, and the name server's
 answers built in-process (no sockets).

@@ -557,7 +557,7 @@ def test_from_message_keeps_a_text_without_status_code(code: int, body: list[str
     assert SmtpReply.from_message(code, text) == SmtpReply(code, text, None)
 
 
-# --- Hostile replies (issue 5, "Bad input") -----------------------------------------
+# --- Hostile replies ------------------------------------------------------------------
 #
 # from_message and classify together, as the adapter calls them, on what a
 # hostile or broken server may send: any text, bytes that are not UTF-8 (as

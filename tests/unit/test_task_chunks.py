@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from streams.core.address import parse_address
 from streams.core.lists import Signals
 from streams.core.route import Target
-from streams.pipeline.app import TASKS_PER_EVENT, _chunks
 from streams.pipeline.codecs import encode
+from streams.pipeline.outputs import TASKS_PER_EVENT, task_chunks
 from streams.pipeline.records import AddressRequest, DomainTask, DomainTasks, HostTask, HostTasks
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -32,7 +32,7 @@ def task(n: int, attribute_bytes: int = 0, name: str = "é") -> DomainTask:
 
 def test_small_tasks_go_in_runs_of_the_count_limit_in_order() -> None:
     pairs = [(n, task(n)) for n in range(TASKS_PER_EVENT * 2 + 7)]
-    chunks = list(_chunks(pairs))
+    chunks = list(task_chunks(pairs))
     assert [len(chunk) for chunk in chunks] == [TASKS_PER_EVENT, TASKS_PER_EVENT, 7]
     assert [pair for chunk in chunks for pair in chunk] == pairs
 
@@ -40,7 +40,7 @@ def test_small_tasks_go_in_runs_of_the_count_limit_in_order() -> None:
 def test_big_tasks_make_events_under_the_producer_limit() -> None:
     """2 kB of non-ASCII attributes a request (4 kB in UTF-8): every event still fits."""
     pairs = [(n, task(n, attribute_bytes=2000)) for n in range(600)]
-    chunks = list(_chunks(pairs))
+    chunks = list(task_chunks(pairs))
     assert len(chunks) > 2
     for chunk in chunks:
         tasks = tuple(t for _, t in chunk)
@@ -60,4 +60,4 @@ def test_big_tasks_make_events_under_the_producer_limit() -> None:
 def test_a_task_over_the_size_bound_goes_alone() -> None:
     huge = (1, task(1, attribute_bytes=400_000, name="x"))
     pairs = [(0, task(0)), huge, (2, task(2))]
-    assert [len(chunk) for chunk in _chunks(pairs)] == [1, 1, 1]
+    assert [len(chunk) for chunk in task_chunks(pairs)] == [1, 1, 1]
