@@ -51,7 +51,7 @@ def build_verifier(
         ) from None
     return Verifier(
         Resolver(settings.resolver_config()),
-        SmtpProber(settings.probe_config(default_helo=settings.helo or socket.getfqdn())),
+        SmtpProber(settings.probe_config()),
         lists,
         settings.verifier_config(),
         **stores,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -88,7 +89,24 @@ class Settings(BaseSettings):
     mail_from: str | None = Field(
         default=None, description="Probe sender used when a host refuses the null sender <>."
     )
-    timeout: float = Field(default=10.0, gt=0, le=600, description="Seconds per network phase.")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds per network phase (connect, banner, each SMTP command, DNS).",
+    )
+    connect_timeout: float | None = Field(
+        default=None, gt=0, le=600, description="Seconds to open a TCP connection; unset: timeout."
+    )
+    banner_timeout: float | None = Field(
+        default=None, gt=0, le=600, description="Seconds for a mail host's 220; unset: timeout."
+    )
+    command_timeout: float | None = Field(
+        default=None, gt=0, le=600, description="Seconds for each SMTP reply; unset: timeout."
+    )
+    dns_timeout: float | None = Field(
+        default=None, gt=0, le=600, description="Seconds for each DNS lookup; unset: timeout."
+    )
     allow_private_mx: bool = Field(
         default=False, description="Probe mail hosts on loopback/private/reserved addresses."
     )
@@ -354,24 +372,34 @@ class Settings(BaseSettings):
         """The resolver's sub-config."""
         return ResolverConfig(
             name_servers=name_servers_from(self.dns_server),
-            lifetime=self.timeout,
+            lifetime=self._phase_timeout(self.dns_timeout),
             ttl_floor=self.mx_ttl_floor,
             ttl_ceiling=self.mx_ttl_ceiling,
         )
 
-    def probe_config(self, *, default_helo: str) -> ProbeConfig:
-        """The SMTP prober's sub-config; ``default_helo`` is used when ``helo`` is unset."""
+    def probe_config(self, *, default_helo: str | None = None) -> ProbeConfig:
+        """The SMTP prober's sub-config.
+
+        Args:
+            default_helo: the EHLO name when ``helo`` is unset (default: this
+                host's FQDN, the one place that fallback is made).
+        """
         return ProbeConfig(
             port=self.smtp_port,
-            helo=self.helo or default_helo,
+            helo=self.helo or default_helo or socket.getfqdn(),
             mail_from=self.mail_from,
-            timeout=self.timeout,
+            connect_timeout=self._phase_timeout(self.connect_timeout),
+            banner_timeout=self._phase_timeout(self.banner_timeout),
+            command_timeout=self._phase_timeout(self.command_timeout),
             starttls=self.starttls,
             source_address=self.source_address,
             rcpt_per_transaction=self.max_rcpt_per_transaction,
-            rcpt_per_session=self.max_rcpt_per_session,
             idle_timeout=self.session_idle,
         )
+
+    def _phase_timeout(self, value: float | None) -> float:
+        """A phase's own timeout, or ``timeout`` when it has none."""
+        return self.timeout if value is None else value
 
     def verifier_config(self) -> VerifierConfig:
         """The verifier's sub-config.

@@ -1,6 +1,6 @@
 """What a failed SMTP step means, in words: the failure and a sentence for people.
 
-The probe (:mod:`streams.adapters.smtp_probe`) catches what a session step
+The session steps (:mod:`streams.adapters.smtp_session`) catch what a step
 raises; :func:`failure_of` says which :class:`~streams.core.probe.SessionFailure`
 it is and what the host did, quoting at most :data:`QUOTE_LIMIT` characters
 of the host's own words (controls removed, bytes that are not UTF-8 shown
@@ -51,18 +51,26 @@ def failure_of(
     timeout: float,
     port: int,
     command: str = "",
+    connecting: bool = False,
 ) -> tuple[SessionFailure, str]:
     """The failure, and the sentence saying what the host did, for ``exc`` at ``phase``.
 
     Args:
         host: the mail host's name.
         address: the address connected to.
-        phase: the session step that failed (CONNECT: connecting and the greeting).
+        phase: the session step that failed (CONNECT: the TCP connection or the greeting).
         exc: what the step raised.
-        timeout: the step's deadline, for the sentence.
+        timeout: the step's own deadline, for the sentence.
         port: the SMTP port, for the sentence.
         command: the command named in the sentence (default: the phase's).
+        connecting: the TCP connection was being opened (no greeting was due yet).
     """
+    if connecting:
+        if isinstance(exc, TimeoutError):
+            detail = f"Could not connect to {host} ({address}:{port}) within {timeout:g} s."
+            return SessionFailure.TIMEOUT, detail
+        detail = f"Could not connect to {host} ({address}:{port}): {describe(exc)}."
+        return SessionFailure.CONNECTION_FAILED, detail
     command = command or phase.value.upper()
     what = "greeting" if phase is Phase.CONNECT else f"reply to {command}"
     failure = SessionFailure.PROTOCOL_ERROR
@@ -84,8 +92,9 @@ def failure_of(
     elif isinstance(exc, UnicodeError):
         detail = "The address cannot be sent without SMTPUTF8."
     elif phase is Phase.CONNECT:
+        # Connected, but the host hung up before its 220: no session was had.
         failure = SessionFailure.CONNECTION_FAILED
-        detail = f"Could not connect to {host} ({address}:{port}): {describe(exc)}."
+        detail = f"{host} ({address}) closed the connection before completing its greeting."
     else:
         failure = SessionFailure.DISCONNECTED
         detail = f"{host} closed the connection before completing its {what}."

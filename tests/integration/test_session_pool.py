@@ -72,7 +72,9 @@ async def running(world: World) -> AsyncIterator[Pool]:
         config = ProbeConfig(
             port=sandbox.smtp_port,
             helo="probe.mxprobe.test",
-            timeout=2.0,
+            connect_timeout=2.0,
+            banner_timeout=2.0,
+            command_timeout=2.0,
             idle_timeout=IDLE,
         )
         yield Pool(sandbox, config)
@@ -97,6 +99,19 @@ def addresses(*locals_: str) -> list[str]:
     return [f"{local}@pool.test" for local in locals_]
 
 
+async def probe(
+    prober: SmtpProber,
+    targets: list[Target],
+    recipients: list[str],
+    *,
+    rcpt_per_session: int = 50,
+) -> ProbeOutcome:
+    """``prober.probe`` with at most 50 sessions of ``rcpt_per_session`` RCPTs each."""
+    return await prober.probe(
+        targets, recipients, max_sessions=50, rcpt_per_session=rcpt_per_session
+    )
+
+
 def codes(outcome: ProbeOutcome) -> dict[str, int | None]:
     """Each recipient's RCPT reply code (None when it got no reply)."""
     return {r: (o.reply.code if o.reply else None) for r, o in outcome.results.items()}
@@ -114,8 +129,8 @@ def rcpts_per_connection(stats: HostStats) -> list[int]:
 async def test_second_batch_reuses_the_idle_session(pool: Pool) -> None:
     """Two batches within the idle timeout share one session, QUIT once the timeout passes."""
     prober = pool.prober()
-    first = await prober.probe([PRIMARY], addresses("alice", "nobody"))
-    second = await prober.probe([PRIMARY], addresses("bob", "nobody2"))
+    first = await probe(prober, [PRIMARY], addresses("alice", "nobody"))
+    second = await probe(prober, [PRIMARY], addresses("bob", "nobody2"))
     parked_at = time.monotonic()
     stats = pool.stats()
     assert (stats.connections, stats.sessions, stats.quits) == (1, 1, 0)
@@ -132,8 +147,8 @@ async def test_second_batch_reuses_the_idle_session(pool: Pool) -> None:
 async def test_reuse_starts_with_rset_and_a_new_transaction(pool: Pool) -> None:
     """A reused session is checked with RSET, then asked with MAIL FROM as usual."""
     prober = pool.prober()
-    await prober.probe([PRIMARY], addresses("alice"))
-    await prober.probe([PRIMARY], addresses("bob"))
+    await probe(prober, [PRIMARY], addresses("alice"))
+    await probe(prober, [PRIMARY], addresses("bob"))
     stats = pool.stats()
     assert stats.rset == 1
     assert stats.mail_from == ["", ""]
@@ -143,10 +158,10 @@ async def test_reuse_starts_with_rset_and_a_new_transaction(pool: Pool) -> None:
 async def test_batch_after_the_idle_timeout_opens_a_new_session(pool: Pool) -> None:
     """Once the idle session is QUIT, the next batch connects anew."""
     prober = pool.prober()
-    await prober.probe([PRIMARY], addresses("alice"))
+    await probe(prober, [PRIMARY], addresses("alice"))
     stats = pool.stats()
     await eventually(lambda: stats.quits == 1)
-    later = await prober.probe([PRIMARY], addresses("bob"))
+    later = await probe(prober, [PRIMARY], addresses("bob"))
     assert (later.reused, later.sessions, later.connections) == (0, 1, 1)
     assert codes(later) == {"bob@pool.test": 250}
     assert (stats.connections, stats.sessions) == (2, 2)
@@ -154,13 +169,11 @@ async def test_batch_after_the_idle_timeout_opens_a_new_session(pool: Pool) -> N
     assert stats.quits == 2
 
 
-@pytest.mark.parametrize("where", ["config", "call"])
-async def test_a_session_never_sends_more_than_rcpt_per_session(pool: Pool, where: str) -> None:
+async def test_a_session_never_sends_more_than_rcpt_per_session(pool: Pool) -> None:
     """With 3 RCPTs per session, two batches of 2 use two sessions of 3 and 1 RCPTs."""
-    prober = pool.prober(rcpt_per_session=3 if where == "config" else 50)
-    per_call = 3 if where == "call" else None
-    first = await prober.probe([PRIMARY], addresses("alice", "bob"), rcpt_per_session=per_call)
-    second = await prober.probe([PRIMARY], addresses("carol", "nobody"), rcpt_per_session=per_call)
+    prober = pool.prober()
+    first = await probe(prober, [PRIMARY], addresses("alice", "bob"), rcpt_per_session=3)
+    second = await probe(prober, [PRIMARY], addresses("carol", "nobody"), rcpt_per_session=3)
     stats = pool.stats()
     assert codes(first) == {"alice@pool.test": 250, "bob@pool.test": 250}
     assert codes(second) == {"carol@pool.test": 250, "nobody@pool.test": 550}
@@ -174,8 +187,8 @@ async def test_a_session_never_sends_more_than_rcpt_per_session(pool: Pool, wher
 
 async def test_one_batch_beyond_rcpt_per_session_spreads_over_sessions(pool: Pool) -> None:
     """A batch larger than the per-session maximum continues in new sessions."""
-    prober = pool.prober(rcpt_per_session=3)
-    outcome = await prober.probe([PRIMARY], addresses(*USERS))
+    prober = pool.prober()
+    outcome = await probe(prober, [PRIMARY], addresses(*USERS), rcpt_per_session=3)
     stats = pool.stats()
     assert codes(outcome) == dict.fromkeys(addresses(*USERS), 250)
     assert (outcome.sessions, outcome.connections) == (3, 3)
@@ -188,10 +201,10 @@ async def test_idle_session_closed_by_the_host_is_replaced_quietly() -> None:
     """A host that hangs up on idle sessions: the next batch connects anew, no failover."""
     async with running(pool_world(idle_timeout=0.3)) as pool:
         prober = pool.prober(idle_timeout=30.0)
-        await prober.probe([PRIMARY, SECONDARY], addresses("alice"))
+        await probe(prober, [PRIMARY, SECONDARY], addresses("alice"))
         stats = pool.stats()
         await eventually(lambda: stats.replies_421 == 1 and stats.open_connections == 0)
-        later = await prober.probe([PRIMARY, SECONDARY], addresses("bob", "nobody"))
+        later = await probe(prober, [PRIMARY, SECONDARY], addresses("bob", "nobody"))
         assert codes(later) == {"bob@pool.test": 250, "nobody@pool.test": 550}
         assert {o.target for o in later.results.values()} == {PRIMARY}
         assert {o.failure for o in later.results.values()} == {None}
@@ -206,10 +219,10 @@ async def test_idle_session_of_a_restarted_host_is_replaced_quietly() -> None:
     world = pool_world()
     async with running(world) as pool:
         prober = pool.prober(idle_timeout=30.0)
-        await prober.probe([PRIMARY], addresses("alice"))
+        await probe(prober, [PRIMARY], addresses("alice"))
     port = pool.config.port
     async with Sandbox(world, dns_port=0, smtp_port=port) as restarted:
-        later = await prober.probe([PRIMARY], addresses("bob"))
+        later = await probe(prober, [PRIMARY], addresses("bob"))
         assert codes(later) == {"bob@pool.test": 250}
         assert (later.reused, later.sessions, later.connections) == (0, 1, 1)
         assert restarted.stats(PRIMARY.host).connections == 1
@@ -219,12 +232,12 @@ async def test_idle_session_of_a_restarted_host_is_replaced_quietly() -> None:
 async def test_aclose_quits_idle_sessions_and_parks_no_more(pool: Pool) -> None:
     """aclose() QUITs every idle session; later batches QUIT theirs at once."""
     prober = pool.prober(idle_timeout=30.0)
-    await prober.probe([PRIMARY], addresses("alice"))
-    await prober.probe([SECONDARY], addresses("bob"))
+    await probe(prober, [PRIMARY], addresses("alice"))
+    await probe(prober, [SECONDARY], addresses("bob"))
     assert pool.stats().quits == pool.stats(SECONDARY).quits == 0
     await prober.aclose()
     assert pool.stats().quits == pool.stats(SECONDARY).quits == 1
-    later = await prober.probe([PRIMARY], addresses("carol"))
+    later = await probe(prober, [PRIMARY], addresses("carol"))
     assert (later.reused, later.connections) == (0, 1)
     assert codes(later) == {"carol@pool.test": 250}
     assert pool.stats().quits == 2
@@ -234,7 +247,7 @@ async def test_idle_timeout_zero_quits_every_session_at_once(pool: Pool) -> None
     """idle_timeout=0 keeps nothing: one session and one QUIT per batch."""
     prober = pool.prober(idle_timeout=0.0)
     for local in ("alice", "bob"):
-        outcome = await prober.probe([PRIMARY], addresses(local))
+        outcome = await probe(prober, [PRIMARY], addresses(local))
         assert (outcome.reused, outcome.sessions, outcome.connections) == (0, 1, 1)
     stats = pool.stats()
     assert (stats.connections, stats.sessions, stats.quits, stats.rset) == (2, 2, 2, 0)
@@ -243,10 +256,10 @@ async def test_idle_timeout_zero_quits_every_session_at_once(pool: Pool) -> None
 async def test_the_first_target_with_an_idle_session_is_preferred(pool: Pool) -> None:
     """Idle sessions to several targets: the first of the call's targets that has one wins."""
     prober = pool.prober(idle_timeout=30.0)
-    await prober.probe([PRIMARY], addresses("alice"))
-    await prober.probe([SECONDARY], addresses("alice"))
+    await probe(prober, [PRIMARY], addresses("alice"))
+    await probe(prober, [SECONDARY], addresses("alice"))
     for order in ([SECONDARY, PRIMARY], [PRIMARY, SECONDARY]):
-        outcome = await prober.probe(order, addresses("bob"))
+        outcome = await probe(prober, order, addresses("bob"))
         assert outcome.reused == 1
         assert outcome.results["bob@pool.test"].target == order[0]
     assert pool.stats().connections == pool.stats(SECONDARY).connections == 1
@@ -257,7 +270,7 @@ async def test_idle_sessions_per_target_are_capped(pool: Pool) -> None:
     """Batches ending together park at most IDLE_PER_TARGET sessions; the rest QUIT."""
     prober = pool.prober(idle_timeout=30.0)
     batches = [addresses(local) for local in USERS[: IDLE_PER_TARGET + 2]]
-    await asyncio.gather(*(prober.probe([PRIMARY], batch) for batch in batches))
+    await asyncio.gather(*(probe(prober, [PRIMARY], batch) for batch in batches))
     stats = pool.stats()
     assert stats.connections == IDLE_PER_TARGET + 2
     assert stats.quits == 2
@@ -270,13 +283,13 @@ async def test_idle_session_does_not_outlive_its_event_loop(pool: Pool) -> None:
     prober = pool.prober(idle_timeout=30.0)
 
     async def probe_once() -> ProbeOutcome:
-        return await prober.probe([PRIMARY], addresses("alice"))
+        return await probe(prober, [PRIMARY], addresses("alice"))
 
     outcome = await asyncio.to_thread(asyncio.run, probe_once())
     assert codes(outcome) == {"alice@pool.test": 250}
     stats = pool.stats()
     await eventually(lambda: stats.open_connections == 0)
     assert (stats.connections, stats.quits) == (1, 0)
-    later = await prober.probe([PRIMARY], addresses("bob"))  # nothing stale left behind
+    later = await probe(prober, [PRIMARY], addresses("bob"))  # nothing stale left behind
     assert (later.reused, later.connections) == (0, 1)
     await prober.aclose()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streams.core.retry import Cause
 from streams.core.throttle import HostLimits
 from streams.errors import ConfigError
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 
 
 def test_defaults() -> None:
@@ -52,7 +52,7 @@ def test_sub_configs_carry_the_settings() -> None:
     """Resolver and probe configs are built from the one Settings object."""
     settings = load_settings(timeout=4.0, smtp_port=2525, mail_from="probe@example.com")
     probe = settings.probe_config(default_helo="host.example")
-    assert (probe.port, probe.timeout, probe.helo, probe.mail_from) == (
+    assert (probe.port, probe.command_timeout, probe.helo, probe.mail_from) == (
         2525,
         4.0,
         "host.example",
@@ -469,3 +469,63 @@ def test_to_env_gives_the_same_settings_back(monkeypatch: pytest.MonkeyPatch) ->
     for key, value in given.to_env().items():
         monkeypatch.setenv(key, value)
     assert load_settings() == given
+
+
+# ---------------------------------------------------------------- per-phase timeouts
+
+PHASES = ("connect_timeout", "banner_timeout", "command_timeout", "dns_timeout")
+
+
+def phase_timeouts(settings: Settings) -> dict[str, float]:
+    """The deadline each phase gets, as the probe and the resolver see it."""
+    probe, resolver = settings.probe_config(default_helo="host.example"), settings.resolver_config()
+    return {
+        "connect_timeout": probe.connect_timeout,
+        "banner_timeout": probe.banner_timeout,
+        "command_timeout": probe.command_timeout,
+        "dns_timeout": resolver.lifetime,
+    }
+
+
+def test_every_phase_takes_timeout_by_default() -> None:
+    """Without phase timeouts, --timeout (10 s unless given) is every phase's deadline."""
+    assert phase_timeouts(load_settings()) == dict.fromkeys(PHASES, 10.0)
+    assert phase_timeouts(load_settings(timeout=4.5)) == dict.fromkeys(PHASES, 4.5)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_phase_timeout_from_the_environment_sets_that_phase_only(
+    monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    """MXPROBE_<PHASE>_TIMEOUT sets its own phase; the others keep MXPROBE_TIMEOUT."""
+    monkeypatch.setenv("MXPROBE_TIMEOUT", "7")
+    monkeypatch.setenv(f"MXPROBE_{phase.upper()}", "2.5")
+    settings = load_settings()
+    assert getattr(settings, phase) == 2.5
+    assert phase_timeouts(settings) == {**dict.fromkeys(PHASES, 7.0), phase: 2.5}
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_phase_timeout_option_wins_over_timeout(phase: str) -> None:
+    """A phase timeout given with --timeout keeps its own value."""
+    settings = load_settings(timeout=30.0, **{phase: 0.5})
+    assert phase_timeouts(settings)[phase] == 0.5
+    assert settings.timeout == 30.0
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("value", ["0", "-1", "601", "soon"])
+def test_an_invalid_phase_timeout_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, phase: str, value: str
+) -> None:
+    """A phase timeout must be above 0 and at most 600 seconds, as timeout itself."""
+    monkeypatch.setenv(f"MXPROBE_{phase.upper()}", value)
+    with pytest.raises(ConfigError, match=f"MXPROBE_{phase.upper()}"):
+        load_settings()
+
+
+def test_unset_phase_timeouts_stay_unset_in_a_child_worker() -> None:
+    """to_env() passes timeout, not copies of it, so a child derives the same phases."""
+    env = load_settings(timeout=3.0, banner_timeout=1.0).to_env()
+    assert env["MXPROBE_TIMEOUT"] == "3.0" and env["MXPROBE_BANNER_TIMEOUT"] == "1.0"
+    assert "MXPROBE_CONNECT_TIMEOUT" not in env and "MXPROBE_DNS_TIMEOUT" not in env
