@@ -298,9 +298,9 @@ class _Workers:
         self._running = running
         env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
         env.update(settings.to_env())
-        env.update(MXPROBE_BROKER=f"kafka://{running.bootstrap}", MXPROBE_BROKER_KIND="tansu")
-        if settings.broker is not None:
-            env["MXPROBE_BROKER_KIND"] = settings.broker_kind
+        env["MXPROBE_BROKER"] = f"kafka://{running.bootstrap}"
+        # This process's embedded broker is Tansu: the workers must know it.
+        env["MXPROBE_BROKER_KIND"] = "tansu" if running.on_tansu else "kafka"
         self._env = env
         self._processes: list[subprocess.Popen[bytes]] = []
 

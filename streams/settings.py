@@ -22,12 +22,12 @@ from streams.adapters.resolver import ResolverConfig, name_servers_from
 from streams.adapters.smtp_probe import ProbeConfig
 from streams.core.address import UNALLOWABLE_TLDS, SyntaxProblem, parse_address
 from streams.core.politeness import Politeness
-from streams.core.retry import RetryPolicy, parse_attempts, parse_delays
-from streams.core.throttle import HostLimits
+from streams.core.retry import Cause, RetryPolicy, format_attempts, parse_attempts, parse_delays
+from streams.core.throttle import DEFAULT_LIMITS, HostLimits
 from streams.errors import ConfigError
 from streams.verifier import VerifierConfig
 
-__all__ = ["Settings", "VerifierConfig", "load_settings"]
+__all__ = ["ENV_ONLY", "Settings", "VerifierConfig", "load_settings", "where"]
 
 _LIST_SPLIT = re.compile(r"[,\s]+")
 # A host name for EHLO/HELO: LDH labels (RFC 5321 §4.1.2 Domain, RFC 1123 §2.1).
@@ -50,30 +50,44 @@ def _address_literal(value: str) -> bool:
     return True
 
 
-# The option that sets each field, for error messages.
-_OPTION_NAMES = {
-    "dns_server": "--dns-server",
-    "smtp_port": "--smtp-port",
-    "helo": "--helo",
-    "mail_from": "--mail-from",
-    "timeout": "--timeout",
-    "allow_private_mx": "--allow-private-mx",
-    "allow_tld": "--allow-tld",
-    "concurrency": "--concurrency",
-    "starttls": "--starttls",
-    "source_address": "--source-address",
-    "disposable_domain": "--disposable-domain",
-    "broker": "--broker",
-    "retry_delays": "--retry-delays",
-    "retry_attempts": "--retry-attempts",
-    "retry_max_age": "--retry-max-age",
-    "host_rcpt_per_second": "--host-rcpt-per-second",
-    "host_rcpt_burst": "--host-rcpt-burst",
-    "host_connections_per_minute": "--host-connections-per-minute",
-    "host_max_sessions": "--host-max-sessions",
-    "politeness_file": "--politeness-file",
-    "session_idle": "--session-idle",
-}
+# The defaults of the sub-configs are the defaults of their settings: one definition.
+_PROBE = ProbeConfig()
+_RESOLVER = ResolverConfig()
+_VERIFIER = VerifierConfig()
+_RETRY = RetryPolicy()
+
+#: Settings read from the environment only (deployment knobs): no command has
+#: an option for them, so an error names only their variable.
+ENV_ONLY = frozenset(
+    {
+        "free_domain",
+        "role_account",
+        "max_rcpt_per_session",
+        "max_rcpt_per_transaction",
+        "max_mx_hosts",
+        "mx_ttl_floor",
+        "mx_ttl_ceiling",
+        "catch_all_max_age",
+        "broker_kind",
+        "app_id",
+        "input_topic",
+        "bulk_topic",
+        "verdict_topic",
+        "dlq_topic",
+        "partitions",
+        "replication_factor",
+        "batch_size",
+        "batch_within",
+    }
+)
+
+
+def where(field: str) -> str:
+    """How messages name a setting: its option (``--field-name``) and its variable."""
+    variable = f"MXPROBE_{field.upper()}"
+    if field in ENV_ONLY:
+        return variable
+    return f"--{field.replace('_', '-')} / {variable}"
 
 
 class Settings(BaseSettings):
@@ -82,42 +96,70 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MXPROBE_", frozen=True, extra="ignore")
 
     dns_server: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Name servers as HOST[:PORT]; empty: the system resolver."
+        default=(),
+        description="Name server to ask, HOST[:PORT] (repeatable; [v6]:port for IPv6). "
+        "Default: the system resolver.",
     )
-    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port of mail hosts.")
-    helo: str | None = Field(default=None, description="EHLO/HELO name; default: this host's FQDN.")
+    smtp_port: int = Field(
+        default=_PROBE.port, ge=1, le=65535, description="SMTP port of mail hosts."
+    )
+    helo: str | None = Field(
+        default=None, description="The EHLO/HELO name. Default: this host's FQDN."
+    )
     mail_from: str | None = Field(
-        default=None, description="Probe sender used when a host refuses the null sender <>."
+        default=None,
+        description="Probe sender used when a host refuses the null sender <>. Default: none.",
     )
     timeout: float = Field(
-        default=10.0,
+        default=_PROBE.command_timeout,
         gt=0,
         le=600,
-        description="Seconds per network phase (connect, banner, each SMTP command, DNS).",
+        description="Seconds each network phase may take (connect, banner, each SMTP "
+        "command, each DNS lookup); the phase options below override it.",
     )
     connect_timeout: float | None = Field(
-        default=None, gt=0, le=600, description="Seconds to open a TCP connection; unset: timeout."
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds to open a TCP connection. Default: timeout.",
     )
     banner_timeout: float | None = Field(
-        default=None, gt=0, le=600, description="Seconds for a mail host's 220; unset: timeout."
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds for a mail host's 220 greeting. Default: timeout.",
     )
     command_timeout: float | None = Field(
-        default=None, gt=0, le=600, description="Seconds for each SMTP reply; unset: timeout."
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds for the whole reply to each SMTP command. Default: timeout.",
     )
     dns_timeout: float | None = Field(
-        default=None, gt=0, le=600, description="Seconds for each DNS lookup; unset: timeout."
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds for each DNS lookup, retries included. Default: timeout.",
     )
     allow_private_mx: bool = Field(
-        default=False, description="Probe mail hosts on loopback/private/reserved addresses."
+        default=False,
+        description="Probe mail hosts on loopback, private, link-local or reserved addresses.",
     )
     allow_tld: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Special-use TLDs to accept (e.g. test)."
+        default=(), description="Accept addresses in this special-use TLD, e.g. test (repeatable)."
     )
-    concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent SMTP sessions.")
-    starttls: bool = Field(default=False, description="Use STARTTLS when offered (no cert check).")
-    source_address: str | None = Field(default=None, description="Local IP to probe from.")
+    concurrency: int = Field(
+        default=_VERIFIER.concurrency, ge=1, le=1000, description="SMTP sessions at once, in all."
+    )
+    starttls: bool = Field(
+        default=False, description="Use STARTTLS when offered (certificates are not validated)."
+    )
+    source_address: str | None = Field(
+        default=None, description="Local IP address to probe from. Default: any."
+    )
     disposable_domain: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Extra disposable domains."
+        default=(), description="Treat this domain as disposable, beside the packaged list "
+        "(repeatable)."
     )
     free_domain: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Extra free-provider domains."
@@ -125,41 +167,68 @@ class Settings(BaseSettings):
     role_account: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Extra role-account local parts."
     )
-    max_rcpt_per_session: int = Field(default=50, ge=1, le=1000)
-    max_rcpt_per_transaction: int = Field(default=25, ge=1, le=1000)
-    max_mx_hosts: int = Field(default=5, ge=1, le=50)
-    mx_ttl_floor: int = Field(default=60, ge=0)
-    mx_ttl_ceiling: int = Field(default=86_400, ge=1)
-    catch_all_max_age: float = Field(default=86_400.0, gt=0)
+    max_rcpt_per_session: int = Field(
+        default=DEFAULT_LIMITS.rcpt_per_session,
+        ge=1,
+        le=1000,
+        description="Recipients one SMTP session asks about, at most.",
+    )
+    max_rcpt_per_transaction: int = Field(
+        default=_PROBE.rcpt_per_transaction,
+        ge=1,
+        le=1000,
+        description="Recipients per MAIL transaction (RSET between transactions).",
+    )
+    max_mx_hosts: int = Field(
+        default=_VERIFIER.max_mx_hosts, ge=1, le=50, description="MX hosts looked up at a time."
+    )
+    mx_ttl_floor: int = Field(
+        default=_RESOLVER.ttl_floor, ge=0, description="DNS answers are kept at least this long."
+    )
+    mx_ttl_ceiling: int = Field(
+        default=_RESOLVER.ttl_ceiling, ge=1, description="...and at most this long (seconds)."
+    )
+    catch_all_max_age: float = Field(
+        default=_VERIFIER.catch_all_max_age,
+        gt=0,
+        description="Seconds a domain's catch-all state stays fresh.",
+    )
 
-    # --- politeness (per mail host; DESIGN "Pipeline", issue 4) ---------------
+    # --- politeness (per mail host: owed to the server, not the domain) ------
     host_rcpt_per_second: float = Field(
         allow_inf_nan=False,
-        default=1.0,
+        default=DEFAULT_LIMITS.rcpt_per_second,
         gt=0,
         le=10_000,
         description="Sustained RCPTs per second to one mail host.",
     )
     host_rcpt_burst: int = Field(
-        default=20, ge=1, le=100_000, description="RCPTs one mail host may get in a burst."
+        default=DEFAULT_LIMITS.rcpt_burst,
+        ge=1,
+        le=100_000,
+        description="RCPTs one mail host may get in a burst.",
     )
     host_connections_per_minute: float = Field(
         allow_inf_nan=False,
-        default=6.0,
+        default=DEFAULT_LIMITS.connections_per_minute,
         gt=0,
         le=100_000,
-        description="New SMTP connections per minute to one host.",
+        description="New SMTP connections per minute to one mail host "
+        f"(burst {DEFAULT_LIMITS.connection_burst}).",
     )
     host_max_sessions: int = Field(
-        default=2, ge=1, le=100, description="Concurrent SMTP sessions to one mail host."
+        default=DEFAULT_LIMITS.max_sessions,
+        ge=1,
+        le=100,
+        description="SMTP sessions to one mail host at once.",
     )
     politeness_file: Path | None = Field(
         default=None,
-        description="TOML file of per-provider limits, taking precedence over the packaged ones.",
+        description="TOML file of per-provider limits, over the packaged ones. Default: none.",
     )
     session_idle: float = Field(
         allow_inf_nan=False,
-        default=2.0,
+        default=_PROBE.idle_timeout,
         ge=0,
         le=300,
         description="Seconds an idle SMTP session is kept for the next batch (0: QUIT at once).",
@@ -167,16 +236,16 @@ class Settings(BaseSettings):
 
     # --- retries (the pipeline's retry tiers) ----------------------------------
     retry_delays: Annotated[tuple[float, ...], NoDecode] = Field(
-        default=(60.0, 300.0, 900.0, 1800.0),
-        description="Seconds of delay of each retry tier (one topic per tier).",
+        default=_RETRY.delays,
+        description="Delay in seconds of each retry tier (one topic per tier).",
     )
-    retry_attempts: str = Field(
-        default="",
+    retry_attempts: Annotated[dict[Cause, int], NoDecode] = Field(
+        default_factory=dict,
         description="Attempt limits per cause over the defaults, e.g. greylisted=5,timeout=1.",
     )
     retry_max_age: float = Field(
         allow_inf_nan=False,
-        default=7200.0,
+        default=_RETRY.max_age,
         gt=0,
         description="No retry later than this many seconds after intake.",
     )
@@ -184,8 +253,8 @@ class Settings(BaseSettings):
     # --- the streaming pipeline (Kafka) ---------------------------------------
     broker: str | None = Field(
         default=None,
-        description="Kafka bootstrap server(s), kafka://HOST:PORT[,HOST:PORT]; "
-        "unset: the embedded broker.",
+        description="Kafka bootstrap server(s), kafka://HOST:PORT[,HOST:PORT]. "
+        "Default: the embedded broker.",
     )
     broker_kind: Literal["kafka", "tansu"] = Field(
         default="kafka",
@@ -199,8 +268,6 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(default="addresses.dlq", pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
-    web_port: int | None = Field(default=None, ge=0, le=65535)
-    web_bind: str = Field(default="127.0.0.1")
     batch_size: int = Field(default=200, ge=1, le=10_000)
     batch_within: float = Field(default=0.05, gt=0, le=10)
 
@@ -231,10 +298,17 @@ class Settings(BaseSettings):
         RetryPolicy(delays=value)  # raises ValueError sentences
         return value
 
+    @field_validator("retry_attempts", mode="before")
+    @classmethod
+    def _parse_attempts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_attempts(value)
+        return value
+
     @field_validator("retry_attempts")
     @classmethod
-    def _check_attempts(cls, value: str) -> str:
-        parse_attempts(value)
+    def _check_attempts(cls, value: dict[Cause, int]) -> dict[Cause, int]:
+        RetryPolicy(attempts=value)  # raises ValueError sentences
         return value
 
     @field_validator("allow_tld")
@@ -317,6 +391,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, bool):
                 text = "1" if value else "0"
+            elif isinstance(value, dict):
+                text = format_attempts(value)
             elif isinstance(value, tuple | list):
                 text = ",".join(str(item) for item in value)
             else:
@@ -328,7 +404,7 @@ class Settings(BaseSettings):
         """The retry tiers, attempt limits and maximum age."""
         return RetryPolicy(
             delays=self.retry_delays,
-            attempts=parse_attempts(self.retry_attempts),
+            attempts=self.retry_attempts,
             max_age=self.retry_max_age,
         )
 
@@ -349,13 +425,13 @@ class Settings(BaseSettings):
             ConfigError: the politeness file cannot be read or is invalid.
         """
         extra = None
-        where = "--politeness-file / MXPROBE_POLITENESS_FILE"
+        setting = where("politeness_file")
         if self.politeness_file is not None:
             try:
                 extra = self.politeness_file.read_text(encoding="utf-8")
             except (OSError, UnicodeError) as exc:
                 raise ConfigError(
-                    f"Invalid setting {where}: cannot read {self.politeness_file} "
+                    f"Invalid setting {setting}: cannot read {self.politeness_file} "
                     f"({exc.strerror if isinstance(exc, OSError) else exc}); "
                     "give the path of a readable TOML file."
                 ) from None
@@ -366,7 +442,7 @@ class Settings(BaseSettings):
                 extra_source=f"the politeness file {self.politeness_file}",
             )
         except ValueError as exc:
-            raise ConfigError(f"Invalid setting {where}: {str(exc).rstrip('.')}.") from None
+            raise ConfigError(f"Invalid setting {setting}: {str(exc).rstrip('.')}.") from None
 
     def resolver_config(self) -> ResolverConfig:
         """The resolver's sub-config."""
@@ -433,6 +509,5 @@ def load_settings(**overrides: Any) -> Settings:
         message = str(error["msg"]).removeprefix("Value error, ")
         if not field and ":" in message:
             field, _, message = message.partition(": ")
-        option = _OPTION_NAMES.get(field, field.replace("_", "-"))
-        where = f"{option} / MXPROBE_{field.upper()}" if field else "settings"
-        raise ConfigError(f"Invalid setting {where}: {message.rstrip('.')}.") from None
+        setting = where(field) if field else "settings"
+        raise ConfigError(f"Invalid setting {setting}: {message.rstrip('.')}.") from None

@@ -82,7 +82,7 @@ class ProbeConfig:
     command_timeout: float = 10.0  # seconds for each command's whole reply
     starttls: bool = False
     source_address: str | None = None
-    rcpt_per_transaction: int = 50
+    rcpt_per_transaction: int = 25
     # Seconds a session stays open after its batch, for the next batch to the
     # same target; 0 QUITs every session at the end of its batch.
     idle_timeout: float = 2.0

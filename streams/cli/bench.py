@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams.bench import BenchPlan, BenchReport, run_bench
-from streams.cli.pipeline import broker_option
+from streams.cli.options import broker_option
 from streams.render import stdout_console
 from streams.sandbox.workload import parse_mix
 

@@ -11,8 +11,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from streams.cli.options import settings_from
-from streams.cli.pipeline import broker_option
+from streams.cli.options import broker_option, settings_from
 from streams.core.politeness import Politeness
 from streams.core.throttle import HostState
 from streams.errors import ConfigError

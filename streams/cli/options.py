@@ -12,14 +12,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.assembly import build_verifier
+from streams.core.retry import DEFAULT_ATTEMPTS, format_attempts
 from streams.core.verdict import Verdict
 from streams.settings import Settings, load_settings
 from streams.verifier import Verifier
 
 __all__ = [
+    "SettingOption",
+    "broker_option",
     "build_verifier",
     "probe_options",
     "read_addresses",
+    "retry_options",
+    "sandbox_probe_options",
+    "setting_option",
     "settings_from",
     "verify_with_progress",
 ]
@@ -27,133 +33,134 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def probe_options(func: F) -> F:
-    """The probe options shared by every command that verifies addresses.
+class SettingOption(click.Option):
+    """A command-line option for one field of :class:`~streams.settings.Settings`.
 
-    Each option is also an environment variable (``MXPROBE_`` + its name);
-    options given on the command line win.
+    Its help, its default and its environment variable are the field's own
+    (one definition, shown by click with ``show_default`` and
+    ``show_envvar``). Click neither reads the variable nor fills in the
+    default: Settings does both, the one parser of every setting, so an
+    option given on the command line wins over the environment, and the
+    environment over the default. An option not given is None.
     """
-    options = [
-        click.option(
-            "--dns-server",
-            "dns_server",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Name server to ask (repeatable). Default: the system resolver. "
-            "[env: MXPROBE_DNS_SERVER]",
-        ),
-        click.option(
-            "--smtp-port",
-            type=int,
-            help="SMTP port of mail hosts. Default 25. [env: MXPROBE_SMTP_PORT]",
-        ),
-        click.option(
-            "--helo",
-            metavar="NAME",
-            help="EHLO/HELO name. Default: this host's FQDN. [env: MXPROBE_HELO]",
-        ),
-        click.option(
-            "--mail-from",
-            metavar="ADDR",
-            help="Probe sender used when a host refuses "
-            "the null sender <>. [env: MXPROBE_MAIL_FROM]",
-        ),
-        click.option(
-            "--timeout",
-            type=float,
-            metavar="SECONDS",
-            help="Timeout per network phase. Default 10. [env: MXPROBE_TIMEOUT]",
-        ),
-        click.option(
-            "--allow-private-mx",
-            is_flag=True,
-            default=None,
-            help="Probe mail hosts on "
-            "loopback/private/reserved addresses. [env: MXPROBE_ALLOW_PRIVATE_MX]",
-        ),
-        click.option(
-            "--allow-tld",
-            "allow_tld",
-            multiple=True,
-            metavar="TLD",
-            help="Accept "
-            "addresses in this special-use TLD, e.g. test (repeatable). "
-            "[env: MXPROBE_ALLOW_TLD]",
-        ),
-        click.option(
-            "--concurrency",
-            type=int,
-            metavar="N",
-            help="Concurrent SMTP sessions. Default 20. [env: MXPROBE_CONCURRENCY]",
-        ),
-        click.option(
-            "--starttls",
-            is_flag=True,
-            default=None,
-            help="Use STARTTLS when offered "
-            "(certificates are not validated). [env: MXPROBE_STARTTLS]",
-        ),
-        click.option(
-            "--source-address",
-            metavar="IP",
-            help="Local address to probe from. [env: MXPROBE_SOURCE_ADDRESS]",
-        ),
-        click.option(
-            "--disposable-domain",
-            "disposable_domain",
-            multiple=True,
-            metavar="DOMAIN",
-            help="Treat this domain as disposable, beside the packaged list "
-            "(repeatable). [env: MXPROBE_DISPOSABLE_DOMAIN]",
-        ),
-        click.option(
-            "--host-rcpt-per-second",
-            type=float,
-            metavar="RATE",
-            help="Sustained RCPTs per second to one mail host. Default 1. "
-            "[env: MXPROBE_HOST_RCPT_PER_SECOND]",
-        ),
-        click.option(
-            "--host-rcpt-burst",
-            type=int,
-            metavar="N",
-            help="RCPTs one mail host may get in a burst. Default 20. "
-            "[env: MXPROBE_HOST_RCPT_BURST]",
-        ),
-        click.option(
-            "--host-connections-per-minute",
-            type=float,
-            metavar="RATE",
-            help="New SMTP connections per minute to one mail host. Default 6. "
-            "[env: MXPROBE_HOST_CONNECTIONS_PER_MINUTE]",
-        ),
-        click.option(
-            "--host-max-sessions",
-            type=int,
-            metavar="N",
-            help="Concurrent SMTP sessions to one mail host. Default 2. "
-            "[env: MXPROBE_HOST_MAX_SESSIONS]",
-        ),
-        click.option(
-            "--politeness-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            metavar="FILE",
-            help="TOML file of per-provider limits over the packaged ones. "
-            "[env: MXPROBE_POLITENESS_FILE]",
-        ),
-    ]
+
+    def __init__(self, param_decls: Sequence[str] | None = None, **attrs: Any) -> None:
+        setting: str = attrs.pop("setting")
+        field = Settings.model_fields[setting]
+        attrs.setdefault("help", field.description)
+        attrs.setdefault("envvar", f"MXPROBE_{setting.upper()}")
+        attrs.setdefault("show_envvar", True)
+        shown = attrs.pop("shown_default", field.default)
+        self._shown_default = None if attrs.get("is_flag") else _default_text(shown)
+        if self._shown_default is not None:
+            attrs.setdefault("show_default", True)
+        super().__init__(param_decls or [f"--{setting.replace('_', '-')}", setting], **attrs)
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        """Settings' default for the help text; None as the value (Settings applies it)."""
+        return None if call else self._shown_default
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        """None: the environment is read by Settings, not here."""
+        return None
+
+
+def setting_option(setting: str, *param_decls: str, **attrs: Any) -> Callable[[F], F]:
+    """A :class:`SettingOption` for the Settings field ``setting`` (``--field-name``)."""
+    return click.option(*param_decls, cls=SettingOption, setting=setting, **attrs)
+
+
+def _default_text(value: Any) -> str | None:
+    """How a Settings default reads in help (lists as the env var writes them)."""
+    if value is None or value == () or value == {}:
+        return None
+    if isinstance(value, tuple | list):
+        return ",".join(_number(item) for item in value)
+    return _number(value)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _options(func: F, options: Sequence[Callable[[F], F]]) -> F:
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def broker_option(func: F) -> F:
+    """``--broker URL`` (``MXPROBE_BROKER``); unset means the embedded broker."""
+    return setting_option("broker", metavar="URL")(func)
+
+
+def probe_options(func: F) -> F:
+    """The probe options shared by every command that verifies addresses."""
+    return _options(func, _probe_options())
+
+
+def sandbox_probe_options(func: F) -> F:
+    """The probe options of ``mxprobe sandbox``: where to probe is the sandbox's own."""
+    return _options(func, _probe_options(without={"dns_server", "smtp_port"}))
+
+
+def _probe_options(*, without: frozenset[str] | set[str] = frozenset()) -> list[Callable[[F], F]]:
+    seconds = {"type": float, "metavar": "SECONDS"}
+    options: dict[str, dict[str, Any]] = {
+        "dns_server": {"multiple": True, "metavar": "HOST[:PORT]"},
+        "smtp_port": {"type": int, "metavar": "PORT"},
+        "helo": {"metavar": "NAME"},
+        "mail_from": {"metavar": "ADDR"},
+        "timeout": seconds,
+        "connect_timeout": seconds,
+        "banner_timeout": seconds,
+        "command_timeout": seconds,
+        "dns_timeout": seconds,
+        "allow_private_mx": {"is_flag": True, "default": None},
+        "allow_tld": {"multiple": True, "metavar": "TLD"},
+        "concurrency": {"type": int, "metavar": "N"},
+        "starttls": {"is_flag": True, "default": None},
+        "source_address": {"metavar": "IP"},
+        "disposable_domain": {"multiple": True, "metavar": "DOMAIN"},
+        "host_rcpt_per_second": {"type": float, "metavar": "RATE"},
+        "host_rcpt_burst": {"type": int, "metavar": "N"},
+        "host_connections_per_minute": {"type": float, "metavar": "RATE"},
+        "host_max_sessions": {"type": int, "metavar": "N"},
+        "politeness_file": {
+            "type": click.Path(dir_okay=False, path_type=Path),
+            "metavar": "FILE",
+        },
+    }
+    return [setting_option(name, **attrs) for name, attrs in options.items() if name not in without]
+
+
+def retry_options(func: F) -> F:
+    """The options of the retry tiers and idle sessions (worker and run)."""
+    return _options(
+        func,
+        [
+            setting_option("retry_delays", metavar="S,S,..."),
+            setting_option(
+                "retry_attempts",
+                metavar="CAUSE=N,...",
+                shown_default=format_attempts(DEFAULT_ATTEMPTS),
+            ),
+            setting_option("retry_max_age", type=float, metavar="SECONDS"),
+            setting_option("session_idle", type=float, metavar="SECONDS"),
+        ],
+    )
+
+
 def settings_from(options: dict[str, Any], **extra: Any) -> Settings:
-    """Settings from the environment with the given command-line options on top."""
+    """Settings from the environment, with the options given on the command line on top.
+
+    Options not given are None (or empty), and left to the environment and
+    then to Settings' own defaults.
+    """
     given = {
         key: (value or None) if isinstance(value, tuple) else value
-        for key, value in options.items()
+        for key, value in {**options, **extra}.items()
     }
-    given.update(extra)
     return load_settings(**given)
 
 

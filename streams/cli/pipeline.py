@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.assembly import verifier_factory
-from streams.cli.options import probe_options, settings_from
+from streams.cli.options import broker_option, probe_options, retry_options, settings_from
 from streams.errors import ConfigError
 from streams.pipeline.codecs import to_json
 from streams.pipeline.inputs import InputRequest, read_requests
@@ -31,57 +31,11 @@ __all__ = ["demo", "run", "submit", "verdicts", "worker"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def broker_option(func: F) -> F:
-    """``--broker URL`` (``MXPROBE_BROKER``); unset means the embedded broker."""
-    option = click.option(
-        "--broker",
-        metavar="URL",
-        help="Kafka bootstrap server, kafka://HOST:PORT. Default: the embedded broker. "
-        "[env: MXPROBE_BROKER]",
-    )
-    return option(func)
-
-
 def record_dict(record: VerdictRecord) -> dict[str, Any]:
     """A verdict record as the JSON object printed by run/verdicts (check's fields and more)."""
     data: dict[str, Any] = json.loads(to_json(record))
     data["normalized"] = data.get("normalized_email")
     return data
-
-
-def retry_options(func: F) -> F:
-    """The options of the retry tiers and idle sessions (worker and run)."""
-    options = [
-        click.option(
-            "--retry-delays",
-            metavar="S,S,...",
-            help="Delay in seconds of each retry tier (one topic per tier). "
-            "Default 60,300,900,1800. [env: MXPROBE_RETRY_DELAYS]",
-        ),
-        click.option(
-            "--retry-attempts",
-            metavar="CAUSE=N,...",
-            help="Attempt limits per cause over the defaults (greylisted=4, throttled=3, "
-            "timeout=2, dns=3, temporary=2, budget=100). [env: MXPROBE_RETRY_ATTEMPTS]",
-        ),
-        click.option(
-            "--retry-max-age",
-            type=float,
-            metavar="SECONDS",
-            help="No retry later than this after intake. Default 7200. "
-            "[env: MXPROBE_RETRY_MAX_AGE]",
-        ),
-        click.option(
-            "--session-idle",
-            type=float,
-            metavar="SECONDS",
-            help="Keep an idle SMTP session this long for the next batch (0: QUIT at once). "
-            "Default 2. [env: MXPROBE_SESSION_IDLE]",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 max_age_option = click.option(

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.assembly import SANDBOX_HELO, sandbox_settings
-from streams.cli.options import build_verifier, probe_options, verify_with_progress
+from streams.cli.options import build_verifier, sandbox_probe_options, verify_with_progress
 from streams.core.verdict import Verdict
 from streams.render import STATUS_STYLES, evidence_text, flag_text, stdout_console, verdict_json
 from streams.sandbox import Sandbox, World, load_world
@@ -44,11 +44,17 @@ DEMO_HELO = SANDBOX_HELO
     help="Verify every address of the world against it, "
     "compare with the expected verdicts, and exit.",
 )
+@click.option(
+    "--smtp-port",
+    type=click.IntRange(0, 65535),
+    help="SMTP port every sandbox host listens on (0 = any free port). Default: the world's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --demo: print JSON verdicts.")
-@probe_options
+@sandbox_probe_options
 def sandbox(
     world_path: str | None,
     dns_port: int | None,
+    smtp_port: int | None,
     demo: bool,
     as_json: bool,
     **options: Any,
@@ -61,8 +67,6 @@ def sandbox(
     sets the port every sandbox host listens on (0 = any free port).
     """
     world = load_world(world_path)
-    smtp_port = options.pop("smtp_port")
-    options.pop("dns_server")
     runner = Sandbox(world, dns_port=dns_port, smtp_port=smtp_port)
     console = stdout_console()
     if demo:

@@ -28,11 +28,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
-import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT, TopicT
 
-from streams.loopback import LOOPBACK
+from streams.loopback import LOOPBACK, free_port
 from streams.pipeline.codecs import register_codecs
 from streams.pipeline.intake import Intake
 from streams.pipeline.outputs import Outputs
@@ -40,7 +39,7 @@ from streams.pipeline.probe import Probe
 from streams.pipeline.resolve import Resolve
 from streams.pipeline.sent import SENT_TTL, SentTable
 from streams.pipeline.tables import catch_all_store, host_state_store, route_store
-from streams.pipeline.tansu import EmbeddedApp
+from streams.pipeline.tansu import app_class
 from streams.pipeline.tiers import RetryTiers
 from streams.pipeline.topology import DOMAIN_TABLE, HOST_TABLE, SENT_TABLE, Topology
 from streams.settings import Settings
@@ -62,8 +61,7 @@ class Pipeline:
         make_verifier: Callable[..., Verifier],
         *,
         broker: str,
-        embedded: bool,
-        web_port: int,
+        tansu: bool,
     ) -> None:
         """Build the app, its topics, tables, stages and agents (nothing connects yet).
 
@@ -72,15 +70,14 @@ class Pipeline:
             make_verifier: builds the Verifier given ``routes=``, ``catch_all=``
                 and ``hosts=`` stores.
             broker: ``kafka://HOST:PORT``.
-            embedded: the broker is the embedded Tansu (enables its workarounds).
-            web_port: the port of Faust's web server, on loopback (Faust starts
-                it even when the web is disabled).
+            tansu: the broker is Tansu (enables the workarounds of
+                :mod:`streams.pipeline.tansu`).
         """
         self.settings = settings
         self.topology = t = Topology.from_settings(settings)
         policy = settings.retry_policy()
         register_codecs()  # "avro-verdict" etc. for apps that read our topics with Faust
-        self.app = (EmbeddedApp if embedded else faust.App)(
+        self.app = app_class(tansu)(
             settings.app_id,
             broker=broker,
             store="memory://",
@@ -104,9 +101,12 @@ class Pipeline:
             topic_allow_declare=True,
             producer_max_batch_size=262_144,
             producer_linger=0.005,
+            # Faust starts its web server even with the web disabled, on 0.0.0.0
+            # by default: keep it on loopback, on a free port. (The HTTP API
+            # of mxprobe will be its own.)
             web_enabled=False,
-            web_bind=LOOPBACK,  # Faust's default is 0.0.0.0
-            web_port=web_port,
+            web_bind=LOOPBACK,
+            web_port=free_port(),
             table_cleanup_interval=3600.0,
         )
         self.input = self._topic(t.input.name)

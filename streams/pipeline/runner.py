@@ -24,7 +24,6 @@ from streams.core.address import SyntaxProblem, parse_address
 from streams.core.throttle import HostState
 from streams.embedded import EmbeddedBroker
 from streams.errors import CodecError
-from streams.loopback import free_port
 from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.inputs import InputRequest
@@ -274,8 +273,7 @@ class PipelineRun:
                 self.settings,
                 self._make_verifier,
                 broker=url,
-                embedded=self.on_tansu,
-                web_port=self.settings.web_port or free_port(),
+                tansu=self.on_tansu,
             )
             await create_topics(self.bootstrap, pipeline.topology.all())
             self.pipeline = pipeline

@@ -29,7 +29,13 @@ from faust.types import TP
 
 from streams.errors import BrokerError
 
-__all__ = ["FETCH_WAIT_MS", "EmbeddedApp", "on_tansu", "true_end_offsets"]
+__all__ = [
+    "FETCH_WAIT_MS",
+    "EmbeddedApp",
+    "app_class",
+    "on_tansu",
+    "true_end_offsets",
+]
 
 #: How long a consumer's Fetch may wait for data, in milliseconds. Tansu does
 #: not answer a waiting Fetch when data arrives: it holds it for the whole
@@ -159,3 +165,8 @@ class EmbeddedApp(faust.App):
 
     def _new_transport(self) -> Any:
         return _TansuTransport(self.conf.broker_consumer, self)
+
+
+def app_class(tansu: bool) -> type[faust.App]:
+    """The Faust app class for the broker: :class:`EmbeddedApp` on Tansu, else Faust's own."""
+    return EmbeddedApp if tansu else faust.App

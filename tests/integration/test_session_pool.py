@@ -75,6 +75,7 @@ async def running(world: World) -> AsyncIterator[Pool]:
             connect_timeout=2.0,
             banner_timeout=2.0,
             command_timeout=2.0,
+            rcpt_per_transaction=50,
             idle_timeout=IDLE,
         )
         yield Pool(sandbox, config)
