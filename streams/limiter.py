@@ -15,10 +15,11 @@ import logging
 import weakref
 from collections.abc import MutableMapping, Sequence
 
+from streams.core.host_state import HostLimits, HostState
 from streams.core.pacing import SessionPlan, hold_back
 from streams.core.politeness import Politeness
 from streams.core.probe import RcptOutcome
-from streams.core.throttle import HostLimits, HostState, probe_signal, settle, take
+from streams.core.throttle import probe_signal, settle, take
 from streams.ports import Clock
 
 __all__ = ["HostLimiter"]

@@ -21,9 +21,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streams.adapters.resolver import ResolverConfig, name_servers_from
 from streams.adapters.smtp_probe import ProbeConfig
 from streams.core.address import UNALLOWABLE_TLDS, SyntaxProblem, parse_address
+from streams.core.host_state import DEFAULT_LIMITS, HostLimits
 from streams.core.politeness import Politeness
 from streams.core.retry import Cause, RetryPolicy, format_attempts, parse_attempts, parse_delays
-from streams.core.throttle import DEFAULT_LIMITS, HostLimits
 from streams.errors import ConfigError
 from streams.verifier import VerifierConfig
 

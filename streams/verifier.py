@@ -37,13 +37,13 @@ from streams.core.catchall import (
     learn,
     random_local_part,
 )
+from streams.core.host_state import HostLimits, HostState
 from streams.core.lists import Signals, StaticLists
 from streams.core.mx import DnsProblem
 from streams.core.pacing import plan_session, wait_inline
 from streams.core.politeness import Politeness
 from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
 from streams.core.route import DomainRoute, RouteResolution, Target
-from streams.core.throttle import HostLimits, HostState
 from streams.core.verdict import Facts, Verdict, decide
 from streams.limiter import HostLimiter
 from streams.ports import Clock, MxResolver, Prober, Sleep

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.cli.options import broker_option, settings_from
+from streams.core.host_state import HostState
 from streams.core.politeness import Politeness
-from streams.core.throttle import HostState
 from streams.errors import ConfigError
 from streams.pipeline.runner import read_host_states
 from streams.pipeline.topology import Topology

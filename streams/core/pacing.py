@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from streams.core.throttle import HostLimits, HostState, wait_for
+from streams.core.host_state import HostLimits, HostState
+from streams.core.throttle import wait_for
 
 __all__ = [
     "HeldBack",

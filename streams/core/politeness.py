@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from streams.core.throttle import DEFAULT_LIMITS, LIMIT_BOUNDS, HostLimits
+from streams.core.host_state import DEFAULT_LIMITS, LIMIT_BOUNDS, HostLimits
 
 __all__ = ["Politeness", "ProviderRule"]
 

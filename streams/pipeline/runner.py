@@ -21,7 +21,7 @@ from typing import Self
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams.core.address import SyntaxProblem, parse_address
-from streams.core.throttle import HostState
+from streams.core.host_state import HostState
 from streams.embedded import EmbeddedBroker
 from streams.errors import CodecError
 from streams.pipeline.app import Pipeline

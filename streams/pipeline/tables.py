@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 from streams.core.catchall import CatchAll, CatchAllFact
+from streams.core.host_state import HostState
 from streams.core.mx import DnsProblem
 from streams.core.route import DomainRoute, Target
-from streams.core.throttle import HostState
 
 __all__ = [
     "CATCH_ALL_PREFIX",

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from support import SandboxThread
 
 from streams.assembly import sandbox_settings, verifier_factory
-from streams.core.throttle import HostLimits, HostState
+from streams.core.host_state import HostLimits, HostState
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.records import AddressRequest, VerdictRecord
 from streams.pipeline.runner import PipelineRun

@@ -1,4 +1,4 @@
-"""Hostile SMTP peers (issue 5): each ends soon, as ``unknown`` with a precise reason.
+"""Hostile SMTP peers: each ends soon, as ``unknown`` with a precise reason.
 
 The sandbox's packaged ``hostile`` world plays each behaviour on loopback; the
 verifier is built from settings as ``mxprobe check`` builds it, with a 1 s

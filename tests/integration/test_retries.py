@@ -17,7 +17,7 @@ import pytest
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
-from streams.core.throttle import HostState
+from streams.core.host_state import HostState
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.records import VerdictRecord
 from streams.pipeline.runner import PipelineRun, read_host_states

@@ -12,8 +12,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streams.cli.hosts import host_rows
+from streams.core.host_state import HostLimits, HostState
 from streams.core.politeness import Politeness
-from streams.core.throttle import HostLimits, HostState
 
 NOW = 1_700_000_000.0
 DEFAULTS = HostLimits(rcpt_per_second=2.0, rcpt_burst=20, connections_per_minute=6.0)

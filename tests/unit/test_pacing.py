@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from streams.core.host_state import HostLimits, HostState
 from streams.core.pacing import SessionPlan, hold_back, plan_session, wait_inline
-from streams.core.throttle import HostLimits, HostState
 
 NOW = 1_700_000_000.0
 SLACK = 1e-3  # what wait_for adds to every wait

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from streams.core.host_state import HostLimits
 from streams.core.retry import Cause
-from streams.core.throttle import HostLimits
 from streams.errors import ConfigError
 from streams.settings import Settings, load_settings
 

@@ -21,13 +21,13 @@ from faust.exceptions import ProducerSendError
 from faust.types import TP, EventT
 
 from streams.core.catchall import CatchAll, CatchAllFact
+from streams.core.host_state import HostLimits, HostState
 from streams.core.mx import DnsProblem, HostAddresses, MxAnswer, MxRecord
 from streams.core.politeness import Politeness
 from streams.core.probe import ProbeOutcome, RcptOutcome
 from streams.core.replies import SmtpReply
 from streams.core.retry import DEFAULT_ATTEMPTS, Cause, RetryPolicy
 from streams.core.route import DomainRoute, Target
-from streams.core.throttle import HostLimits, HostState
 from streams.core.verdict import Reason, Status
 from streams.packaged_lists import packaged_lists
 from streams.pipeline.codecs import decode, decode_any, encode

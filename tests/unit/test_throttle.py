@@ -11,20 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core.host_state import DEFAULT_LIMITS, HostLimits, HostState
 from streams.core.politeness import Politeness
 from streams.core.probe import RcptOutcome, SessionFailure
 from streams.core.replies import Phase, ReplyClass, SmtpReply
-from streams.core.throttle import (
-    DEFAULT_LIMITS,
-    HostLimits,
-    HostState,
-    Signal,
-    probe_signal,
-    settle,
-    signal_of,
-    take,
-    wait_for,
-)
+from streams.core.throttle import Signal, probe_signal, settle, signal_of, take, wait_for
 
 NOW = 1_700_000_000.0  # a realistic epoch: float rounding is that of production
 # 1 RCPT/s, burst 10; 6 connections/min (one per 10 s), burst 2.

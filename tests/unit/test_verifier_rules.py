@@ -18,13 +18,13 @@ import pytest
 
 from streams.core.address import Address
 from streams.core.catchall import CatchAll, CatchAllFact
+from streams.core.host_state import HostLimits, HostState
 from streams.core.lists import StaticLists
 from streams.core.mx import DnsProblem, HostAddresses, MxAnswer, MxRecord
 from streams.core.politeness import Politeness
 from streams.core.probe import ProbeOutcome, RcptOutcome, SessionFailure
 from streams.core.replies import Phase, SmtpReply
 from streams.core.route import Target
-from streams.core.throttle import HostLimits, HostState
 from streams.core.verdict import Verdict
 from streams.verifier import Verifier, VerifierConfig
 
