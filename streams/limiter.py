@@ -2,7 +2,7 @@
 
 :class:`HostLimiter` keeps, per mail host, the session slots in use (at most
 the host's ``max_sessions`` at once, and ``concurrency`` sessions in all) and
-the host's budget state (:class:`~streams.core.throttle.HostState`, in a
+the host's budget state (:class:`~streams.core.host_state.HostState`, in a
 store the pipeline backs with its mail-host table). The arithmetic is the
 core's (:mod:`streams.core.throttle`, :mod:`streams.core.pacing`); this
 module only holds the state between calls and logs the budget's changes.

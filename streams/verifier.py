@@ -62,7 +62,7 @@ class VerifierConfig:
     """What the verifier needs from Settings (beyond its adapters).
 
     Recipients per session are the mail host's (``politeness`` gives each
-    host its :class:`~streams.core.throttle.HostLimits`), not a setting here.
+    host its :class:`~streams.core.host_state.HostLimits`), not a setting here.
     """
 
     politeness: Politeness = field(default_factory=Politeness)
@@ -297,7 +297,7 @@ class Verifier:
         """Ask one route's mail host about ``addresses`` (as given, parsed), within its budget.
 
         Session by session, holding one of the host's session slots: the
-        host's limits (:class:`~streams.core.throttle.HostLimits`, by provider)
+        host's limits (:class:`~streams.core.host_state.HostLimits`, by provider)
         grant the next session's recipients from its token buckets right
         before it starts, so the host never sees more than its budget (tokens
         granted long before their RCPTs are sent would bunch up); a session

@@ -1,6 +1,6 @@
 """Limits per mail host by provider: the packaged rules and the operator's file.
 
-:class:`Politeness` gives each mail host its :class:`~streams.core.throttle.HostLimits`:
+:class:`Politeness` gives each mail host its :class:`~streams.core.host_state.HostLimits`:
 the first rule whose host pattern matches (the operator's rules first, then
 the packaged ``data/politeness.toml``), else the defaults. Packaged rules are
 never looser than the defaults; the operator's rules apply as written.

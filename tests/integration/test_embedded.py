@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from broker import unique_topic
+from broker import partition_counts, unique_topic
 
 from streams.embedded import MISSING_EXTRA, EmbeddedBroker
 from streams.errors import BrokerError, EmbeddedBrokerMissing, MxprobeError
@@ -75,14 +74,6 @@ def fake_tansu(tmp_path: Path, body: str) -> Path:
     return path
 
 
-async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Partitions per topic as the broker's metadata reports them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
-    finally:
-        await admin.close()
 
 
 # ---------------------------------------------------------------- start and stop

@@ -11,11 +11,11 @@ import socket
 from dataclasses import dataclass, field
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from broker import unique_topic
+from broker import partition_counts, unique_topic
 
 from streams.embedded import EmbeddedBroker
 from streams.errors import BrokerError, ConfigError
+from streams.loopback import free_port
 from streams.pipeline.kafka_admin import answers_metadata, create_topics
 
 pytestmark = pytest.mark.integration
@@ -31,21 +31,8 @@ class Spec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Partitions per topic as the broker's metadata reports them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
-    finally:
-        await admin.close()
 
 
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_running_broker_answers_metadata(kafka_broker: EmbeddedBroker) -> None:
@@ -55,7 +42,7 @@ async def test_a_running_broker_answers_metadata(kafka_broker: EmbeddedBroker) -
 
 async def test_no_broker_answers_no_metadata() -> None:
     """Where nothing listens, the answer is False, not an error."""
-    assert not await answers_metadata(f"127.0.0.1:{unused_port()}")
+    assert not await answers_metadata(f"127.0.0.1:{free_port()}")
 
 
 async def test_create_topics_honours_partition_counts(kafka_broker: EmbeddedBroker) -> None:
