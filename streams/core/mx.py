@@ -171,7 +171,7 @@ def probe_allowed(address: str, *, allow_private: bool) -> bool:
     """May an SMTP probe connect to ``address``?
 
     Public addresses always; loopback, private, link-local and reserved ones
-    only with ``allow_private`` (DESIGN safety rule: otherwise anyone could
+    only with ``allow_private`` (otherwise anyone could
     point an MX at your internal network). Multicast and unspecified
     addresses never.
     """

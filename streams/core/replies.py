@@ -440,9 +440,10 @@ _CODES: Mapping[Phase, _CodeTable] = MappingProxyType(
                 251: ReplyClass.ACCEPTED,
                 252: ReplyClass.CANNOT_VERIFY,  # RFC 5321 §3.5.3
                 452: _RCPT_STORAGE,
-                # DESIGN: a bare 550 names the mailbox. 551 ("user not local",
-                # RFC 5321 §3.4: the user exists elsewhere) and 553 need 5.1.x
-                # or mailbox wording to count as "not found".
+                # A bare 550 names the mailbox (the usual reply to an unknown
+                # user). 551 ("user not local", RFC 5321 §3.4: the user exists
+                # elsewhere) and 553 need 5.1.x or mailbox wording to count as
+                # "not found".
                 550: _RCPT_MAILBOX,
                 551: _RCPT_FAILED,
                 552: _RCPT_FULL,

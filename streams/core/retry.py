@@ -2,7 +2,7 @@
 
 A probe that could not tell (greylisting, a 421, a timeout, a DNS failure,
 another 4xx, or mxprobe's own budget for the host) is retried through tiers
-of fixed delays (DESIGN "Pipeline": each tier is a topic whose events are due
+of fixed delays (each tier is a topic whose events are due
 in the order they arrive, so its consumer only waits for the head). Each
 cause has its own attempt limit, and no retry is due later than the
 address's first sighting plus ``max_age``; past either, the last reason

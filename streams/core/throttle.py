@@ -1,7 +1,7 @@
 """Politeness owed to each mail host: token budgets, AIMD and a circuit breaker.
 
-Each mail host has two token buckets (DESIGN "Pipeline": politeness is owed to
-the server, not the domain): one for RCPT commands and one for new
+Each mail host has two token buckets (politeness is owed to the server,
+not the domain: thousands of domains may share one exchange): one for RCPT commands and one for new
 connections. :func:`take` refills them to ``now`` and grants recipients;
 :func:`settle` charges the connections a probe opened and adapts the budget
 to how the host answered:

@@ -4,7 +4,7 @@ The verifier gathers :class:`Facts` about one address (syntax, static
 signals, what DNS said, what the mail host replied to RCPT and to a random
 recipient); :func:`decide` turns them into a :class:`Verdict` by tables.
 
-The rule the tables keep (DESIGN "Verdicts"): a real address must never be
+The rule the tables keep: a real address must never be
 called undeliverable on weak evidence. Only a syntax error, a DNS fact
 (NXDOMAIN, null MX, no mail server) or a 5xx that names the mailbox makes an
 address undeliverable; a 4xx, a timeout, SERVFAIL, a connection failure or a

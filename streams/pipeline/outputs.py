@@ -242,7 +242,7 @@ class Outputs:
     ) -> None:
         """Run ``handle``; if it fails unexpectedly, dead-letter its events and go on.
 
-        A bad event must never stop the stream (DESIGN safety rules): whatever
+        A bad event must never stop the stream: whatever
         escapes a handler — a bug of ours, an adapter failing in a way it could
         not express as a value — sends the events to the DLQ with the error.
         """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -110,3 +112,24 @@ def test_a_bad_environment_value_is_the_settings_error() -> None:
     """Click does not parse MXPROBE_* itself: the one parser (Settings) names the problem."""
     result = CliRunner().invoke(show, [], env={"MXPROBE_SMTP_PORT": "many"})
     assert "Invalid setting --smtp-port / MXPROBE_SMTP_PORT" in str(result.exception)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+_ROW = re.compile(r"^\| (?:`(--[a-z-]+)[^`]*`)? *\| `(MXPROBE_[A-Z_]+)[^`]*` \| ([^|]+) \|", re.M)
+
+
+def readme_rows() -> list[tuple[str | None, str, str]]:
+    """(option, variable, default) of each row of the README's option tables."""
+    return [(m[1], m[2], m[3].strip()) for m in _ROW.finditer(README.read_text("utf-8"))]
+
+
+def test_the_readme_tables_name_real_settings_with_their_defaults() -> None:
+    """Each documented option and variable is a setting, and a numeric default is its own."""
+    rows = readme_rows()
+    assert len(rows) >= 25  # the options table was found, every row of it
+    for option, variable, default in rows:
+        field = variable.removeprefix("MXPROBE_").lower()
+        assert field in Settings.model_fields, variable
+        assert where(field) == (f"{option} / {variable}" if option else variable)
+        if re.fullmatch(r"[0-9.]+", default):
+            assert float(default) == Settings.model_fields[field].default, variable

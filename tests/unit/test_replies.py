@@ -1,7 +1,7 @@
 """Specification of SMTP reply parsing and classification (streams.core.replies).
 
 The corpus (tests/data/smtp_replies.tsv) holds real replies with their source;
-the tables below state the rules of RFC 5321 §4.2, RFC 3463 and DESIGN.md one
+the tables below state the rules of RFC 5321 §4.2, RFC 3463 and mxprobe's own, one
 behaviour per row; the properties state the safety rules for any reply.
 """
 
@@ -175,7 +175,7 @@ RCPT_CASES = [
     (reply(252, "Cannot VRFY user"), R.CANNOT_VERIFY),
     (reply(220, "ready"), R.PROTOCOL_ERROR),
     (reply(354, "Start mail input"), R.PROTOCOL_ERROR),
-    # 550/551/553 naming the mailbox (RFC 3463 x.1.x; DESIGN "550 without policy wording").
+    # 550/551/553 naming the mailbox (RFC 3463 x.1.x; a 550 without policy wording).
     (reply(550, "whatever the server says", "5.1.1"), R.MAILBOX_NOT_FOUND),
     (reply(551, "moved", "5.1.6"), R.MAILBOX_NOT_FOUND),
     (reply(553, "bad mailbox syntax", "5.1.3"), R.MAILBOX_NOT_FOUND),
