@@ -38,6 +38,7 @@ from streams.core.session_events import (
     NoIdle,
     Park,
     Quit,
+    Rcpt,
     TakeIdle,
 )
 
@@ -113,6 +114,9 @@ class SmtpProber:
         try:
             while not isinstance(command := machine.next_command(), Finished):
                 match command:
+                    case Rcpt() if session is not None:  # most commands: the shortest way
+                        event = await self._steps.send(session.smtp, session.target, command)
+                        machine.receive(event)
                     case TakeIdle(targets=wanted):
                         session = self._idle.take(wanted)
                         target = None if session is None else session.target

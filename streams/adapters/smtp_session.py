@@ -88,6 +88,9 @@ class ProbeConfig:
     idle_timeout: float = 2.0
 
 
+_NO_EXTENSIONS: frozenset[str] = frozenset()
+
+
 class SessionSteps:
     """Carries out the machine's commands, each within its phase's deadline."""
 
@@ -135,7 +138,10 @@ class SessionSteps:
         """Send ``command`` (anything but :class:`Connect`) and map what came of it."""
         helo = self._config.helo
         step: Awaitable[aiosmtplib.SMTPResponse]
-        match command:
+        match command:  # RCPT first: most commands are RCPTs
+            case Rcpt(recipient=recipient, smtputf8=utf8):
+                encoding = "utf-8" if utf8 else "ascii"
+                phase, name, step = Phase.RCPT, "RCPT", smtp.rcpt(recipient, encoding=encoding)
             case Ehlo():
                 phase, name, step = Phase.EHLO, "EHLO", smtp.ehlo(hostname=helo)
             case Helo():
@@ -150,9 +156,6 @@ class SessionSteps:
                 options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
                 phase, name = Phase.MAIL, "MAIL"
                 step = smtp.mail(sender, options=options, encoding=encoding)
-            case Rcpt(recipient=recipient, smtputf8=utf8):
-                encoding = "utf-8" if utf8 else "ascii"
-                phase, name, step = Phase.RCPT, "RCPT", smtp.rcpt(recipient, encoding=encoding)
             case Rset():
                 phase, name, step = Phase.RSET, "RSET", smtp.rset()
             case Connect():  # pragma: no cover - connect() opens sessions
@@ -215,7 +218,7 @@ class SessionSteps:
             return self._failed(
                 target, phase, UnsolicitedReply(unread), name=name, deadline=deadline
             )
-        extensions = frozenset(smtp.esmtp_extensions) if phase is Phase.EHLO else frozenset()
+        extensions = frozenset(smtp.esmtp_extensions) if phase is Phase.EHLO else _NO_EXTENSIONS
         return Replied(reply, extensions=extensions, closed=not smtp.is_connected)
 
     def _failed(

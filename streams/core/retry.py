@@ -273,9 +273,10 @@ def plan(policy: RetryPolicy, attempt: Attempt, now: float) -> Emit | Again:
         if attempt.dns is not None:
             cause = Cause.DNS if attempt.dns in TEMPORARY_DNS else None
         else:
-            sessions = verdict.evidence.attempts + attempt.earlier_sessions
-            evidence = dataclasses.replace(verdict.evidence, attempts=sessions)
-            verdict = dataclasses.replace(verdict, evidence=evidence)
+            if attempt.earlier_sessions:  # a first attempt's evidence is already whole
+                sessions = verdict.evidence.attempts + attempt.earlier_sessions
+                evidence = dataclasses.replace(verdict.evidence, attempts=sessions)
+                verdict = dataclasses.replace(verdict, evidence=evidence)
             cause = cause_of(verdict.reason)
         done = attempt.retries.get(cause.value, 0) if cause is not None else 0
         retry = policy.after(cause, done, attempt.first_seen, now) if cause is not None else None

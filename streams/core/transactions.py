@@ -183,19 +183,22 @@ class Transactions:
             and self._null_sender
             and self._mail_from is not None
         )
-        unanswered = RcptOutcome("", reply=reply, target=self.target)
         if reply_class is ReplyClass.TOO_MANY_RECIPIENTS and self._in_transaction == 1:
-            return SessionOver(Ended(unanswered, resumable=True))
+            return SessionOver(Ended(self._unanswered(reply), resumable=True))
         if retry_with_probe_sender or reply_class is ReplyClass.TOO_MANY_RECIPIENTS:
             self._null_sender = self._null_sender and not retry_with_probe_sender
             return self._next_transaction()
-        if reply_class is ReplyClass.RATE_LIMITED:
-            return SessionOver(Ended(unanswered, failover=True))  # the rest were not asked
+        if reply_class is ReplyClass.RATE_LIMITED:  # the rest were not asked
+            return SessionOver(Ended(self._unanswered(reply), failover=True))
         recipient = self._queue.pop(0)
         self.results[recipient] = RcptOutcome(
             recipient, reply=reply, target=self.target, connections=self._attempts
         )
         return self._next_rcpt() if self.open else SessionOver()
+
+    def _unanswered(self, reply: SmtpReply) -> RcptOutcome:
+        """The outcome of the recipients ``reply`` leaves unanswered."""
+        return RcptOutcome("", reply=reply, target=self.target)
 
     def _refused(self, reply: SmtpReply) -> Step:
         """A refusal before RCPT ends the session; after a 421 the next MX may be tried."""
