@@ -25,15 +25,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -41,6 +37,7 @@ from typing import Self
 from streams.errors import BrokerError, EmbeddedBrokerMissing
 from streams.loopback import LOOPBACK, free_port
 from streams.pipeline.kafka_admin import answers_metadata
+from streams.processes import POLL, die_with_parent_hook, signal_group, stop_sync, wait_async
 
 __all__ = ["MISSING_EXTRA", "EmbeddedBroker", "broker_binary"]
 
@@ -50,10 +47,8 @@ MISSING_EXTRA = (
 )
 
 _HOST = LOOPBACK  # the broker listens on loopback only: nobody else may reach it
-_POLL = 0.02  # seconds between checks of the broker process
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 20
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def broker_binary() -> str:
@@ -226,7 +221,7 @@ class EmbeddedBroker:
                 env=env,
                 close_fds=True,
                 process_group=0,
-                preexec_fn=_die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(),
             )
 
     async def _wait_until_ready(self) -> bool:
@@ -252,7 +247,7 @@ class EmbeddedBroker:
                     f"{self.bootstrap} within {self._start_timeout:g} s; point mxprobe at another "
                     f"broker with --broker URL / MXPROBE_BROKER. {self._log_excerpt()}"
                 )
-            await asyncio.sleep(_POLL * 5)
+            await asyncio.sleep(POLL * 5)
 
     # ------------------------------------------------------------ stopping
 
@@ -261,11 +256,7 @@ class EmbeddedBroker:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            if not _wait_sync(proc, self._stop_timeout):
-                _signal_group(proc, signal.SIGKILL)
-                _wait_sync(proc, self._stop_timeout)
+        stop_sync(proc, self._stop_timeout)
         self._finish(proc)
 
     async def astop(self) -> None:
@@ -274,10 +265,10 @@ class EmbeddedBroker:
         if proc is None:
             return
         if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            if not await _wait_async(proc, self._stop_timeout):
-                _signal_group(proc, signal.SIGKILL)
-                await _wait_async(proc, self._stop_timeout)
+            signal_group(proc, signal.SIGTERM)
+            if not await wait_async(proc, self._stop_timeout):
+                signal_group(proc, signal.SIGKILL)
+                await wait_async(proc, self._stop_timeout)
         self._finish(proc)
 
     def _finish(self, proc: subprocess.Popen[bytes]) -> None:
@@ -356,48 +347,3 @@ class EmbeddedBroker:
         return "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
 
 
-# ---------------------------------------------------------------- process helpers
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:  # runs in the child between fork and exec: keep it minimal
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # Only called while proc.poll() is None: the pid (and its group) is still ours.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
-def _wait_sync(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    # Polling, not proc.wait(): a wait interrupted by a signal handler that calls
-    # stop() again must not deadlock on Popen's internal lock.
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(_POLL)
-    return True
-
-
-async def _wait_async(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(_POLL)
-    return True
