@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka.admin import (  # type: ignore[import-untyped, unused-ignore]
     AIOKafkaAdminClient,
@@ -22,7 +23,17 @@ from aiokafka.errors import (  # type: ignore[import-untyped, unused-ignore]
 
 from streams.errors import BrokerError, ConfigError
 
-__all__ = ["TopicDefinition", "answers_metadata", "create_topics", "group_state"]
+#: Seconds a topic just created may take to show its partitions (Kafka elects
+#: the leaders first); Tansu shows them at once.
+_SETTLE = 10.0
+
+__all__ = [
+    "TopicDefinition",
+    "answers_metadata",
+    "create_topics",
+    "group_state",
+    "partition_count",
+]
 
 
 async def answers_metadata(bootstrap: str, *, client_id: str = "mxprobe-admin") -> bool:
@@ -118,7 +129,7 @@ async def create_topics(
                 )
         # Describe only topics that exist: Tansu answers a metadata request for an
         # unknown topic by creating it (with 4 partitions).
-        for topic in await admin.describe_topics(existing) if existing else ():
+        for topic in await _described(admin, existing) if existing else ():
             spec = wanted[topic["topic"]]
             have = len(topic["partitions"])
             if have != spec.partitions:
@@ -135,6 +146,48 @@ async def create_topics(
     finally:
         await admin.close()
     return tuple(created)
+
+
+async def _described(admin: AIOKafkaAdminClient, topics: list[str]) -> list[dict[str, Any]]:
+    """The descriptions of existing ``topics``, once each has its partitions.
+
+    Kafka describes a topic created a moment ago (by another worker, say) with
+    no partitions, or with an error, until its leaders are elected: ask again,
+    for up to :data:`_SETTLE` seconds.
+    """
+    deadline = time.monotonic() + _SETTLE
+    while True:
+        described: list[dict[str, Any]] = await admin.describe_topics(topics)
+        settled = all(t["partitions"] and not t.get("error_code") for t in described)
+        if settled or time.monotonic() > deadline:
+            return described
+        await asyncio.sleep(0.1)
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions ``topic`` has; 0 when it does not exist.
+
+    Asks for the list of topics first and describes ``topic`` only if it is
+    there: Tansu (and Kafka with topic auto-creation on) would create a topic
+    that a metadata request names.
+
+    Raises:
+        BrokerError: the broker cannot be reached.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mxprobe-admin")
+    try:
+        await admin.start()
+        if topic not in await admin.list_topics():
+            return 0
+        [described] = await _described(admin, [topic])
+        return len(described["partitions"])
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise BrokerError(
+            f"Could not read the topics of the Kafka broker at {bootstrap} ({exc}); check that "
+            "it is running and that --broker / MXPROBE_BROKER points at it."
+        ) from exc
+    finally:
+        await admin.close()
 
 
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:

@@ -27,7 +27,7 @@ from streams.errors import CodecError
 from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.inputs import InputRequest
-from streams.pipeline.kafka_admin import create_topics
+from streams.pipeline.kafka_admin import create_topics, partition_count
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
@@ -140,9 +140,10 @@ async def _records(
     try:
         ends: dict[TopicPartition, int] | None = None
         if to_end:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
+            # Asked, not taken from the consumer's first metadata: Kafka's names no
+            # topic for a consumer without a subscription (Tansu's names them all).
+            count = await partition_count(bootstrap.split(",")[0], topic)
+            partitions = [TopicPartition(topic, p) for p in range(count)]
             if not partitions:
                 await asyncio.sleep(0)  # let the consumer's start finish before its stop
                 return

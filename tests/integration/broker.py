@@ -1,10 +1,18 @@
-"""One Kafka broker per test session, and topic names no two tests share.
+"""The test session's Kafka brokers, and topic names no two tests share.
 
-Integration tests that need Kafka take the ``kafka_broker`` fixture (made
-visible by ``conftest.py``): the embedded broker (Tansu), started on a free
-loopback port when the first test asks for it and stopped at the end of the
-session. The broker is memory only and shared, so each test works in topics
-of its own: ``unique_topic("verdicts")``.
+Two brokers, each started on free loopback ports when the first test asks
+for it and stopped at the end of the session:
+
+- ``kafka_broker``: the embedded broker (Tansu, memory only), for the tests of
+  Tansu itself and those not yet run on both brokers;
+- ``broker``: parametrised over ``tansu`` and ``kafka`` (Apache Kafka from its
+  Maven jars, :mod:`streams.apache_kafka`): a test that takes it runs once on
+  each (ids ``[tansu]`` and ``[kafka]``; ``python -m pytest -m kafka`` runs the
+  Kafka half alone). Without Java or the jars the Kafka half fails, naming what
+  to install: nothing is skipped.
+
+The brokers are shared, so each test works in topics of its own:
+``unique_topic("verdicts")``.
 """
 
 from __future__ import annotations
@@ -12,13 +20,15 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.apache_kafka import KafkaNode
 from streams.embedded import EmbeddedBroker
 
-__all__ = ["kafka_broker", "partition_counts", "unique_topic"]
+__all__ = ["RunningBroker", "broker", "kafka_broker", "partition_counts", "unique_topic"]
 
 _NOT_IN_TOPIC_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -28,6 +38,35 @@ def kafka_broker() -> Iterator[EmbeddedBroker]:
     """The session's embedded Kafka broker; its teardown fails if the broker died."""
     with EmbeddedBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def apache_kafka() -> Iterator[KafkaNode]:
+    """The session's Apache Kafka (one node, KRaft), on free loopback ports."""
+    with KafkaNode() as node:
+        yield node
+
+
+@dataclass(frozen=True)
+class RunningBroker:
+    """A running broker as the tests see it: where it is, and which kind."""
+
+    url: str  # kafka://HOST:PORT
+    kind: str  # "tansu" or "kafka", as MXPROBE_BROKER_KIND says it
+
+    @property
+    def bootstrap(self) -> str:
+        return self.url.removeprefix("kafka://")
+
+
+@pytest.fixture(
+    scope="session", params=["tansu", pytest.param("kafka", marks=pytest.mark.kafka)]
+)
+def broker(request: pytest.FixtureRequest) -> RunningBroker:
+    """Each broker in turn: the embedded Tansu, then Apache Kafka."""
+    name = "kafka_broker" if request.param == "tansu" else "apache_kafka"
+    running: EmbeddedBroker | KafkaNode = request.getfixturevalue(name)
+    return RunningBroker(running.url, request.param)
 
 
 def unique_topic(prefix: str = "test") -> str:

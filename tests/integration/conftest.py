@@ -1,5 +1,5 @@
 """Fixtures shared by the integration tests."""
 
-from broker import kafka_broker
+from broker import apache_kafka, broker, kafka_broker
 
-__all__ = ["kafka_broker"]
+__all__ = ["apache_kafka", "broker", "kafka_broker"]

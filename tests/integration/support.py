@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from broker import RunningBroker
+
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.inputs import InputRequest
 from streams.sandbox import Sandbox, World
@@ -99,12 +101,12 @@ class SandboxThread:
             **{f"MXPROBE_{key.upper()}": value for key, value in FAST_POLITENESS_ENV.items()},
         }
 
-    def app_env(self, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+    def app_env(self, broker: EmbeddedBroker | RunningBroker, app: str) -> dict[str, str]:
         """:meth:`env` on ``broker``, in the topics of app id ``app`` (no other test's)."""
         return {
             **self.env(),
             "MXPROBE_BROKER": broker.url,
-            "MXPROBE_BROKER_KIND": "tansu",
+            "MXPROBE_BROKER_KIND": kind_of(broker),
             "MXPROBE_APP_ID": app,
             "MXPROBE_INPUT_TOPIC": f"{app}.addresses",
             "MXPROBE_BULK_TOPIC": f"{app}.bulk",
@@ -112,12 +114,12 @@ class SandboxThread:
             "MXPROBE_DLQ_TOPIC": f"{app}.dlq",
         }
 
-    def pipeline_settings(self, broker: EmbeddedBroker, **extra: Any) -> Settings:
+    def pipeline_settings(self, broker: EmbeddedBroker | RunningBroker, **extra: Any) -> Settings:
         """:meth:`settings` for one pipeline test: its own app id and topics on ``broker``."""
         name = f"t{uuid.uuid4().hex[:10]}"
         return self.settings(
             broker=broker.url,
-            broker_kind="tansu",
+            broker_kind=kind_of(broker),
             app_id=name,
             input_topic=f"{name}.addresses",
             bulk_topic=f"{name}.addresses.bulk",
@@ -161,6 +163,11 @@ FAST_POLITENESS_ENV: dict[str, str] = {
     "retry_delays": "1,2",
     "retry_attempts": "timeout=1,dns=1,throttled=1,temporary=1",
 }
+
+
+def kind_of(broker: EmbeddedBroker | RunningBroker) -> str:
+    """``tansu`` or ``kafka``, as MXPROBE_BROKER_KIND names the broker."""
+    return "tansu" if isinstance(broker, EmbeddedBroker) else broker.kind
 
 
 def requests_for(emails: list[str], max_age_s: int = 3600) -> list[InputRequest]:

@@ -26,12 +26,12 @@ import fastavro
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from broker import RunningBroker
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from support import SandboxThread
 
 from streams.assembly import verifier_factory
 from streams.core.verdict import Evidence, Flags, Status
-from streams.embedded import EmbeddedBroker
 from streams.errors import CodecError
 from streams.pipeline.codecs import MAGIC, decode, encode
 from streams.pipeline.records import AddressRequest, DeadLetter, VerdictRecord
@@ -328,7 +328,7 @@ async def collect(
 
 async def run_pipeline(
     sb: SandboxThread,
-    broker: EmbeddedBroker,
+    broker: RunningBroker,
     send: Callable[[Sender], Awaitable[None]],
     *,
     timeout: float,
@@ -364,9 +364,9 @@ async def run_pipeline(
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def outcome(world_sb: SandboxThread, kafka_broker: EmbeddedBroker) -> Outcome:
+async def outcome(world_sb: SandboxThread, broker: RunningBroker) -> Outcome:
     """One pipeline run over every case of this module (but 10 MB), and what came out of it."""
-    return await run_pipeline(world_sb, kafka_broker, send_every_case, timeout=SETTLE_TIMEOUT)
+    return await run_pipeline(world_sb, broker, send_every_case, timeout=SETTLE_TIMEOUT)
 
 
 def good_verdicts(outcome: Outcome) -> tuple[dict[str, str | None], dict[str, str | None]]:
@@ -507,7 +507,7 @@ HUGE_TIMEOUT: Final = 10.0  # a good request takes a second or two
     ],
 )
 async def test_a_10_mb_event_does_not_stop_the_stream(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker, case: str
+    world_sb: SandboxThread, broker: RunningBroker, case: str
 ) -> None:
     """A 10 MB event gets its verdict (a small one) or its dead letter; later requests pass."""
     item = request("a" * HUGE + "@strict.test")
@@ -521,7 +521,7 @@ async def test_a_10_mb_event_does_not_stop_the_stream(
             await sender.good()
 
     outcome = await run_pipeline(
-        world_sb, kafka_broker, send, timeout=HUGE_TIMEOUT, max_request_size=2 * HUGE
+        world_sb, broker, send, timeout=HUGE_TIMEOUT, max_request_size=2 * HUGE
     )
     got, expected = good_verdicts(outcome)
     assert got == expected

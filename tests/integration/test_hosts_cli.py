@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker import RunningBroker
 from support import SandboxThread, mxprobe
 
-from streams.embedded import EmbeddedBroker
 from streams.sandbox import load_world
 
 pytestmark = pytest.mark.integration
@@ -50,17 +50,17 @@ def world_sb() -> Iterator[SandboxThread]:
         yield sb
 
 
-def app_env(sb: SandboxThread, broker: EmbeddedBroker) -> dict[str, str]:
+def app_env(sb: SandboxThread, broker: RunningBroker) -> dict[str, str]:
     """The sandbox's settings on the test broker, in topics of an app id no other test uses."""
     return sb.app_env(broker, f"h{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
 def probed(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    world_sb: SandboxThread, broker: RunningBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> ProbedApp:
     """`mxprobe run --json FILE` of strict.test and catchall.test addresses, finished."""
-    env = app_env(world_sb, kafka_broker)
+    env = app_env(world_sb, broker)
     source = tmp_path_factory.mktemp("hosts") / "list.txt"
     source.write_text("\n".join(ADDRESSES) + "\n", encoding="utf-8")
     world_sb.call(world_sb.sandbox.reset_stats)

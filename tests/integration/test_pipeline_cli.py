@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from broker import RunningBroker
 from support import SandboxThread, mxprobe
 
-from streams.embedded import EmbeddedBroker
 from streams.sandbox import load_world
 
 pytestmark = pytest.mark.integration
@@ -102,11 +102,11 @@ def test_pipeline_usage_errors(args: list[str], words: str) -> None:
 
 
 def test_worker_submit_verdicts(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker, tmp_path: Path
+    world_sb: SandboxThread, broker: RunningBroker, tmp_path: Path
 ) -> None:
     """A worker, `submit` of a JSON lines file, then `verdicts --from-beginning`."""
     app = f"c{uuid.uuid4().hex[:8]}"
-    env = world_sb.app_env(kafka_broker, app)
+    env = world_sb.app_env(broker, app)
     base = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     worker = subprocess.Popen(
         [sys.executable, "-m", "streams", "worker"],

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker import RunningBroker
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
 from streams.core.host_state import HostState
-from streams.embedded import EmbeddedBroker
 from streams.pipeline.records import VerdictRecord
 from streams.pipeline.runner import PipelineRun, read_host_states
 from streams.pipeline.topology import Topology
@@ -37,7 +37,7 @@ def sb() -> Iterator[SandboxThread]:
         yield sandbox
 
 
-def settings_for(sb: SandboxThread, broker: EmbeddedBroker, **extra: Any) -> Settings:
+def settings_for(sb: SandboxThread, broker: RunningBroker, **extra: Any) -> Settings:
     return sb.pipeline_settings(broker, **extra)
 
 
@@ -45,16 +45,16 @@ def outcome(record: VerdictRecord) -> str:
     return f"{record.status.value}/{record.reason}"
 
 
-async def host_states(broker: EmbeddedBroker, settings: Settings) -> dict[str, HostState]:
+async def host_states(broker: RunningBroker, settings: Settings) -> dict[str, HostState]:
     topic = Topology.from_settings(settings).hosts_changelog.name
     return await read_host_states(broker.bootstrap, topic)
 
 
 async def test_greylisting_is_resolved_by_the_retry_tiers(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker
+    sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """450 4.7.1 first; the retries through the tiers get the mailbox's real answer."""
-    settings = settings_for(sb, kafka_broker, retry_delays=(1.0, 2.0, 4.0))
+    settings = settings_for(sb, broker, retry_delays=(1.0, 2.0, 4.0))
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         records = await running.verify(
             requests_for(["alice@greylist.test", "nobody@greylist.test"]), timeout=60
@@ -76,10 +76,10 @@ async def test_greylisting_is_resolved_by_the_retry_tiers(
 
 
 async def test_exhausted_retries_end_unknown_greylisted_with_the_evidence(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker
+    sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """Two retries a second apart cannot outlast a 5 s greylisting: unknown/greylisted."""
-    settings = settings_for(sb, kafka_broker, retry_delays=(1.0,), retry_attempts="greylisted=2")
+    settings = settings_for(sb, broker, retry_delays=(1.0,), retry_attempts="greylisted=2")
     started = time.monotonic()
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         [record] = await running.verify(requests_for(["alice@greylist.test"]), timeout=60)
@@ -93,12 +93,12 @@ async def test_exhausted_retries_end_unknown_greylisted_with_the_evidence(
 
 
 async def test_a_retry_delay_longer_than_the_session_timeout_causes_no_rebalance(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker
+    sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """An event held 15 s (session timeout 10 s) keeps the group stable, and does not
     hold back another tier: a throttled address's 1 s retry ends meanwhile."""
     settings = settings_for(
-        sb, kafka_broker, retry_delays=(1.0, 15.0), retry_attempts="greylisted=2,throttled=1"
+        sb, broker, retry_delays=(1.0, 15.0), retry_attempts="greylisted=2,throttled=1"
     )
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         pipeline = running.pipeline
@@ -124,7 +124,7 @@ async def test_a_retry_delay_longer_than_the_session_timeout_causes_no_rebalance
 
 
 async def test_defaults_stay_under_a_providers_rate_limit(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker
+    sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """Under mxprobe's default budget (1 RCPT/s, burst 20; 6 connections a minute, burst 3)
     a host that allows 100 RCPTs and 12 connections a minute never answers 421,
@@ -132,7 +132,7 @@ async def test_defaults_stay_under_a_providers_rate_limit(
     defaults = Settings()
     settings = settings_for(
         sb,
-        kafka_broker,
+        broker,
         host_rcpt_per_second=defaults.host_rcpt_per_second,
         host_rcpt_burst=defaults.host_rcpt_burst,
         host_connections_per_minute=defaults.host_connections_per_minute,
@@ -144,7 +144,7 @@ async def test_defaults_stay_under_a_providers_rate_limit(
     emails = [f"{users[i % 5] if i < 5 else f'user{i}'}@limited.test" for i in range(30)]
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         records = await running.verify(requests_for(emails), timeout=90)
-        states = await host_states(kafka_broker, settings)
+        states = await host_states(broker, settings)
     assert [outcome(r) for r in records] == [
         "deliverable/accepted" if i < 5 else "undeliverable/mailbox_not_found" for i in range(30)
     ]
@@ -161,7 +161,7 @@ async def test_defaults_stay_under_a_providers_rate_limit(
 
 
 async def test_a_421_cuts_the_budget_and_repeated_failures_pause_the_host(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker, tmp_path: Path
+    sb: SandboxThread, broker: RunningBroker, tmp_path: Path
 ) -> None:
     """AIMD and the circuit breaker, seen in the mail-host table: a host that answers
     every connection with 421 gets its budget cut, then is paused for a cool-down."""
@@ -173,7 +173,7 @@ async def test_a_421_cuts_the_budget_and_repeated_failures_pause_the_host(
     )
     settings = settings_for(
         sb,
-        kafka_broker,
+        broker,
         politeness_file=rules,
         retry_delays=(1.0,),
         retry_attempts="throttled=1",
@@ -181,7 +181,7 @@ async def test_a_421_cuts_the_budget_and_repeated_failures_pause_the_host(
     )
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         first = await running.verify(requests_for(["alice@ratelimited.test"]), timeout=30)
-        states = await host_states(kafka_broker, settings)
+        states = await host_states(broker, settings)
         paused = states["mx.ratelimited.test"]
         connections = sb.call(lambda: sb.sandbox.stats("mx.ratelimited.test")).connections
         # Paused: a new request is not probed at all, it is held back by the breaker.
@@ -197,13 +197,13 @@ async def test_a_421_cuts_the_budget_and_repeated_failures_pause_the_host(
 
 
 async def test_live_requests_overtake_a_backlog_of_bulk_requests(
-    sb: SandboxThread, kafka_broker: EmbeddedBroker
+    sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """200 bulk requests at 20 RCPT/s take 10 s; 10 live ones sent a second later are
     answered within a few seconds, long before the bulk backlog is done."""
     settings = settings_for(
         sb,
-        kafka_broker,
+        broker,
         host_rcpt_per_second=20.0,
         host_rcpt_burst=20,
         retry_delays=(0.5, 1.0),
