@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from broker import RunningBroker
 from support import FAST_DOMAINS, SandboxThread
 
+from streams.embedded import EmbeddedBroker
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.kafka_admin import group_state
 from streams.pipeline.records import VerdictRecord
@@ -33,7 +33,7 @@ def world_sb() -> Iterator[SandboxThread]:
         yield sb
 
 
-def worker_env(sb: SandboxThread, broker: RunningBroker, app: str) -> dict[str, str]:
+def worker_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     env.update(sb.app_env(broker, app), MXPROBE_PARTITIONS="4")
     return env
@@ -102,20 +102,20 @@ def requests(count: int) -> list[InputRequest]:
 
 
 async def test_two_workers_share_partitions(
-    world_sb: SandboxThread, broker: RunningBroker
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
 ) -> None:
     """Two workers in one group split the partitions; every request gets a verdict."""
     app = f"w{uuid.uuid4().hex[:8]}"
-    env = worker_env(world_sb, broker, app)
+    env = worker_env(world_sb, kafka_broker, app)
     workers = [start_worker(env), start_worker(env)]
     try:
-        await wait_members(broker.bootstrap, app, 2)
+        await wait_members(kafka_broker.bootstrap, app, 2)
         batch = requests(200)
         await produce_requests(
-            broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
+            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
         )
         got = await collect(
-            broker.bootstrap, f"{app}.verdicts", {r.request_id for r in batch}, timeout=90
+            kafka_broker.bootstrap, f"{app}.verdicts", {r.request_id for r in batch}, timeout=90
         )
     finally:
         errors = [stop(w) for w in workers]
@@ -125,26 +125,24 @@ async def test_two_workers_share_partitions(
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 async def test_a_stopped_worker_loses_no_request(
-    world_sb: SandboxThread, broker: RunningBroker, signum: int
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker, signum: int
 ) -> None:
     """Killed or stopped mid-run, restarted: every request gets a verdict; duplicates identical."""
     app = f"k{uuid.uuid4().hex[:8]}"
-    env = worker_env(world_sb, broker, app)
+    env = worker_env(world_sb, kafka_broker, app)
     first = start_worker(env)
     try:
-        await wait_members(broker.bootstrap, app, 1)
-        # Enough that the first worker is still at work a second later: Kafka
-        # answers 400 of them within that second, Tansu does not.
-        batch = requests(400 if broker.kind == "tansu" else 4000)
+        await wait_members(kafka_broker.bootstrap, app, 1)
+        batch = requests(400)
         await produce_requests(
-            broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
+            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
         )
         wanted = {r.request_id for r in batch}
-        early = await collect(broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
+        early = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
         stop(first, signum)
         second = start_worker(env)
         try:
-            got = await collect(broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
+            got = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
         finally:
             stop(second)
     finally:
@@ -155,7 +153,7 @@ async def test_a_stopped_worker_loses_no_request(
         assert all(record == records[0] for record in records)  # every field, verified_at too
 
 
-def held_env(sb: SandboxThread, broker: RunningBroker, app: str) -> dict[str, str]:
+def held_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
     """A worker whose greylisted requests wait 20 s in a retry tier (longer than the
     10 s session timeout): the greylisting (5 s) lets that one retry through."""
     env = worker_env(sb, broker, app)
@@ -164,28 +162,28 @@ def held_env(sb: SandboxThread, broker: RunningBroker, app: str) -> dict[str, st
 
 
 async def test_a_held_retry_does_not_stall_a_rebalance_and_is_not_lost(
-    world_sb: SandboxThread, broker: RunningBroker
+    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
 ) -> None:
     """A second worker joins while the first holds a retry event: the group settles at
     once (the event is given back to its tier, not waited for) and the retry still runs."""
     app = f"h{uuid.uuid4().hex[:8]}"
-    env = held_env(world_sb, broker, app)
+    env = held_env(world_sb, kafka_broker, app)
     first = start_worker(env)
     second: subprocess.Popen[str] | None = None
     try:
-        await wait_members(broker.bootstrap, app, 1)
+        await wait_members(kafka_broker.bootstrap, app, 1)
         [request] = [InputRequest("alice@greylist.test", str(uuid.uuid4()), "test", 0)]
         await produce_requests(
-            broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
+            kafka_broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
         )
         submitted = time.monotonic()
         await asyncio.sleep(3)  # probed, greylisted, held in the 20 s tier
         second = start_worker(env)
         starting = time.monotonic()
-        await wait_members(broker.bootstrap, app, 2, stable=True)
+        await wait_members(kafka_broker.bootstrap, app, 2, stable=True)
         joined = time.monotonic() - starting
         got = await collect(
-            broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
+            kafka_broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
         )
         answered = time.monotonic() - submitted
     finally:
