@@ -24,6 +24,7 @@ dead-letter topic byte for byte.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -77,10 +78,14 @@ class Pipeline:
         self.topology = t = Topology.from_settings(settings)
         policy = settings.retry_policy()
         register_codecs()  # "avro-verdict" etc. for apps that read our topics with Faust
+        # Faust makes a data directory even for memory tables ("<app id>-data" in the
+        # working directory by default): a temporary one, removed by aclose().
+        self._datadir = tempfile.TemporaryDirectory(prefix=f"mxprobe-{settings.app_id}-")
         self.app = app_class(tansu)(
             settings.app_id,
             broker=broker,
             store="memory://",
+            datadir=self._datadir.name,
             autodiscover=False,
             key_serializer="raw",
             value_serializer="raw",
@@ -221,8 +226,12 @@ class Pipeline:
         self.sent.forget(time.time() - SENT_TTL)
 
     async def aclose(self) -> None:
-        """Close what the verifier keeps open (idle SMTP sessions); after the app stopped."""
-        await self.verifier.aclose()
+        """Close what the verifier keeps open (idle SMTP sessions) and remove the data
+        directory; after the app stopped."""
+        try:
+            await self.verifier.aclose()
+        finally:
+            self._datadir.cleanup()
 
 
 def _tier(tiers: RetryTiers, tier: int) -> Handler:

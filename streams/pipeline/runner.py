@@ -270,14 +270,13 @@ class PipelineRun:
             embedded=self.broker is not None, broker_kind=self.settings.broker_kind
         )
         try:
-            pipeline = Pipeline(
+            self.pipeline = pipeline = Pipeline(
                 self.settings,
                 self._make_verifier,
                 broker=url,
                 tansu=self.on_tansu,
             )
             await create_topics(self.bootstrap, pipeline.topology.all())
-            self.pipeline = pipeline
             if self._start_worker:
                 await pipeline.app.start()
                 await _wait_assigned(pipeline)
@@ -301,11 +300,13 @@ class PipelineRun:
 
     async def _stop_app(self) -> None:
         """Stop the worker (it finishes the batch in flight first); bounded in time."""
-        if self.pipeline is not None and self._start_worker:
+        if self.pipeline is None:
+            return
+        if self._start_worker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pipeline.app.stop(), _STOP_TIMEOUT)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pipeline.aclose(), _STOP_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pipeline.aclose(), _STOP_TIMEOUT)
 
     async def _stop_broker(self) -> None:
         if self.broker is not None:

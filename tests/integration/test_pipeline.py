@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,9 @@ async def test_every_sandbox_behaviour_end_to_end(
     assert [r.request_id for r in records] == [r.request_id for r in requests]
     got = {r.email: f"{r.status.value}/{r.reason}" for r in records}
     assert got == AFTER_RETRY
+    # Faust's data directory was a temporary one, gone with the worker.
+    assert not Path(f"{settings.app_id}-data").exists()
+    assert not Path(running.pipeline._datadir.name).exists()
     for record in records:
         assert record.latency_ms >= 0
         assert record.schema_version == 1
