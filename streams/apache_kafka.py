@@ -3,7 +3,7 @@
 The production broker, for the tests and for people who want it on their own
 machine. The jars are the Maven artifact ``org.apache.kafka:kafka_2.13``
 with its dependencies, pinned in ``apache_kafka.pom.xml`` beside this module
-(:data:`KAFKA_VERSION` is read from there), copied once into a cache
+(:func:`kafka_version` reads it from there), copied once into a cache
 directory outside the repository (``$XDG_CACHE_HOME/mxprobe/kafka-VERSION/libs``,
 ``~/.cache`` by default) by ``mvn dependency:copy-dependencies``; later starts
 reuse them.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import re
 import shutil
@@ -43,14 +44,19 @@ from streams.loopback import LOOPBACK, free_port
 from streams.pipeline.kafka_admin import answers_metadata
 from streams.processes import POLL, die_with_parent_hook, signal_group, stop_sync, wait_sync
 
-__all__ = ["KAFKA_VERSION", "KafkaNode", "ensure_jars", "jar_directory"]
+__all__ = ["KafkaNode", "ensure_jars", "jar_directory", "kafka_version"]
 
 _POM = resources.files("streams").joinpath("apache_kafka.pom.xml")
-_VERSION = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", _POM.read_text("utf-8"))
-assert _VERSION is not None, "apache_kafka.pom.xml names no kafka.version"
 
-#: The Apache Kafka version the pom pins.
-KAFKA_VERSION: str = _VERSION[1]
+
+@functools.cache
+def kafka_version() -> str:
+    """The Apache Kafka version the pom pins (read once, when first asked)."""
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", _POM.read_text("utf-8"))
+    if found is None:  # pragma: no cover - the packaged pom names it
+        raise BrokerError("streams/apache_kafka.pom.xml names no kafka.version; reinstall mxprobe.")
+    return found[1]
+
 
 _INSTALL = (
     "install Java 17 and Maven (Debian: apt-get install -y openjdk-17-jre-headless maven) "
@@ -70,7 +76,7 @@ rootLogger.appenderRef.out.ref = out
 def jar_directory() -> Path:
     """Where the broker's jars are kept (outside any repository, per user)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "mxprobe" / f"kafka-{KAFKA_VERSION}" / "libs"
+    return cache / "mxprobe" / f"kafka-{kafka_version()}" / "libs"
 
 
 def ensure_jars(directory: Path | None = None) -> Path:
@@ -80,11 +86,11 @@ def ensure_jars(directory: Path | None = None) -> Path:
         BrokerError: Maven is missing, or could not resolve the jars.
     """
     libs = directory or jar_directory()
-    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+    if (libs / f"kafka_2.13-{kafka_version()}.jar").exists():
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BrokerError(f"The Apache Kafka {KAFKA_VERSION} jars are not in {libs}; {_INSTALL}.")
+        raise BrokerError(f"The Apache Kafka {kafka_version()} jars are not in {libs}; {_INSTALL}.")
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     with resources.as_file(_POM) as pom:
@@ -99,7 +105,7 @@ def ensure_jars(directory: Path | None = None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         tail = " ".join((result.stdout + result.stderr).split()[-40:])
         raise BrokerError(
-            f"Maven could not fetch the Apache Kafka {KAFKA_VERSION} jars ({tail}); check "
+            f"Maven could not fetch the Apache Kafka {kafka_version()} jars ({tail}); check "
             "that this machine reaches Maven Central."
         )
     staging.replace(libs)  # atomic: a reader never sees half the jars
@@ -193,7 +199,7 @@ class KafkaNode:
             excerpt = self._log_tail()
             self.stop()
             raise BrokerError(
-                f"Apache Kafka {KAFKA_VERSION} did not answer on {self.bootstrap} within "
+                f"Apache Kafka {kafka_version()} did not answer on {self.bootstrap} within "
                 f"{self._start_timeout:g} s; its log ends: {excerpt}"
             )
         return self
