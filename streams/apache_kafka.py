@@ -34,9 +34,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Self
 
 from streams.errors import BrokerError
@@ -44,7 +45,7 @@ from streams.loopback import LOOPBACK, free_port
 from streams.pipeline.kafka_admin import answers_metadata
 from streams.processes import POLL, die_with_parent_hook, signal_group, stop_sync, wait_sync
 
-__all__ = ["KafkaNode", "ensure_jars", "jar_directory", "kafka_version"]
+__all__ = ["SINGLE_NODE_SETTINGS", "KafkaNode", "ensure_jars", "jar_directory", "kafka_version"]
 
 _POM = resources.files("streams").joinpath("apache_kafka.pom.xml")
 
@@ -57,6 +58,30 @@ def kafka_version() -> str:
         raise BrokerError("streams/apache_kafka.pom.xml names no kafka.version; reinstall mxprobe.")
     return found[1]
 
+
+#: The broker settings of a single node (broker and controller in one) that do
+#: not depend on where it runs; :class:`KafkaNode` adds its ports and directory.
+#: ``docker/compose.yaml`` sets the same ones (``tests/unit/test_docker.py``).
+SINGLE_NODE_SETTINGS: Mapping[str, str] = MappingProxyType(
+    {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        # One node: the internal topics cannot have more than one replica.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "4",
+        # Events of up to 16 MiB (Kafka's default is 1 MiB, Tansu has no limit), so
+        # that the tests can send the oversized events a stream must survive.
+        "message.max.bytes": str(16 * 1024 * 1024),
+    }
+)
 
 _INSTALL = (
     "install Java 17 and Maven (Debian: apt-get install -y openjdk-17-jre-headless maven) "
@@ -237,27 +262,13 @@ class KafkaNode:
         data = self._dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         settings = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
+            **SINGLE_NODE_SETTINGS,
+            # Where this node is: its ports and its directory.
             "controller.quorum.voters": f"1@{LOOPBACK}:{self._controller_port}",
             "listeners": f"PLAINTEXT://{LOOPBACK}:{self._port},"
             f"CONTROLLER://{LOOPBACK}:{self._controller_port}",
             "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self._port}",
-            "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data),
-            # One node: the internal topics cannot have more than one replica.
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "4",
-            "group.initial.rebalance.delay.ms": "0",
-            "num.partitions": "4",
-            # Events of up to 16 MiB (Kafka's default is 1 MiB, Tansu has no limit), so
-            # that the tests can send the oversized events a stream must survive.
-            "message.max.bytes": str(16 * 1024 * 1024),
         }
         config = self._dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")

@@ -69,6 +69,7 @@ ENV_ONLY = frozenset(
         "mx_ttl_ceiling",
         "catch_all_max_age",
         "broker_kind",
+        "processing_guarantee",
         "app_id",
         "input_topic",
         "bulk_topic",
@@ -158,8 +159,8 @@ class Settings(BaseSettings):
         default=None, description="Local IP address to probe from. Default: any."
     )
     disposable_domain: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Treat this domain as disposable, beside the packaged list "
-        "(repeatable)."
+        default=(),
+        description="Treat this domain as disposable, beside the packaged list (repeatable).",
     )
     free_domain: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Extra free-provider domains."
@@ -260,6 +261,12 @@ class Settings(BaseSettings):
         default="kafka",
         description="tansu: the broker is Tansu (another mxprobe's embedded broker); "
         "enables the workarounds for its deviations. The embedded broker sets it itself.",
+    )
+    processing_guarantee: Literal["auto", "at_least_once", "exactly_once"] = Field(
+        default="auto",
+        description="at_least_once: a crash may repeat a verdict (byte for byte); "
+        "exactly_once (Apache Kafka only, still under test): Kafka transactions, each verdict "
+        "once for a read_committed consumer. auto: at_least_once, for now.",
     )
     app_id: str = Field(default="mxprobe", pattern=r"^[A-Za-z0-9._-]+$")
     input_topic: str = Field(default="addresses", pattern=r"^[A-Za-z0-9._-]+$")

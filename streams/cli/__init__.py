@@ -13,6 +13,7 @@ import click
 
 from streams import __version__
 from streams.cli.bench import bench
+from streams.cli.broker import broker
 from streams.cli.check import check
 from streams.cli.hosts import hosts
 from streams.cli.pipeline import demo, run, submit, verdicts, worker
@@ -28,7 +29,7 @@ def cli() -> None:
     """mxprobe: verify email addresses with DNS and SMTP probes (never sends mail)."""
 
 
-for command in (check, run, demo, worker, submit, verdicts, hosts, bench, sandbox):
+for command in (check, run, demo, broker, worker, submit, verdicts, hosts, bench, sandbox):
     cli.add_command(command)
 
 

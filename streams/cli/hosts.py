@@ -39,7 +39,9 @@ def hosts(broker: str | None, as_json: bool) -> None:
             "MXPROBE_BROKER (the embedded broker of `mxprobe run` lives only while it runs)."
         )
     topic = Topology.from_settings(settings).hosts_changelog.name
-    states = asyncio.run(read_host_states(settings.broker.removeprefix("kafka://"), topic))
+    bootstrap = settings.broker.removeprefix("kafka://")
+    tansu = settings.broker_kind == "tansu"
+    states = asyncio.run(read_host_states(bootstrap, topic, tansu=tansu))
     rows = host_rows(states, settings.politeness(), now=time.time())
     if as_json:
         for row in rows:

@@ -14,15 +14,19 @@ and the Verifier's):
 They share one :class:`~streams.pipeline.outputs.Outputs` (verdicts, retry
 tiers, dead letters, the ``sent`` table).
 
-At least once: an event's offset is committed after its agent has moved past
-it, so a crash re-processes it; a duplicate verdict carries the same
-request_id and the same bytes (the ``sent`` table). Values travel as raw
+At least once (Tansu, or ``processing_guarantee=at_least_once``): an event's
+offset is committed after its agent has moved past it, so a crash
+re-processes it; a duplicate verdict carries the same request_id and the same
+bytes (the ``sent`` table). Exactly once (Apache Kafka by default): Kafka
+transactions, each request's verdict once for a ``read_committed`` consumer
+(:mod:`streams.pipeline.exactly_once`). Values travel as raw
 bytes and are decoded in the stages, so that a bad event can go to the
 dead-letter topic byte for byte.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -34,6 +38,12 @@ from faust.types import TP, EventT, StreamT, TopicT
 
 from streams.loopback import LOOPBACK, free_port
 from streams.pipeline.codecs import register_codecs
+from streams.pipeline.exactly_once import (
+    COMMIT_INTERVAL,
+    ExactlyOnceApp,
+    committed_together,
+    plain,
+)
 from streams.pipeline.intake import Intake
 from streams.pipeline.outputs import Outputs
 from streams.pipeline.probe import Probe
@@ -63,6 +73,7 @@ class Pipeline:
         *,
         broker: str,
         tansu: bool,
+        exactly_once: bool = False,
     ) -> None:
         """Build the app, its topics, tables, stages and agents (nothing connects yet).
 
@@ -73,6 +84,8 @@ class Pipeline:
             broker: ``kafka://HOST:PORT``.
             tansu: the broker is Tansu (enables the workarounds of
                 :mod:`streams.pipeline.tansu`).
+            exactly_once: run in Kafka transactions
+                (:mod:`streams.pipeline.exactly_once`); else at least once.
         """
         self.settings = settings
         self.topology = t = Topology.from_settings(settings)
@@ -81,7 +94,8 @@ class Pipeline:
         # Faust makes a data directory even for memory tables ("<app id>-data" in the
         # working directory by default): a temporary one, removed by aclose().
         self._datadir = tempfile.TemporaryDirectory(prefix=f"mxprobe-{settings.app_id}-")
-        self.app = app_class(tansu)(
+        self.exactly_once = exactly_once
+        self.app = (ExactlyOnceApp if exactly_once else app_class(tansu))(
             settings.app_id,
             broker=broker,
             store="memory://",
@@ -89,9 +103,9 @@ class Pipeline:
             autodiscover=False,
             key_serializer="raw",
             value_serializer="raw",
-            # Tansu has no transactions (InitProducerId fails), so exactly-once
-            # is not available there; duplicates are answered identically.
-            processing_guarantee="at_least_once",
+            processing_guarantee="exactly_once" if exactly_once else "at_least_once",
+            # Every hop reads read_committed in exactly-once: it waits for a commit.
+            broker_commit_interval=COMMIT_INTERVAL if exactly_once else 2.8,
             # Tansu holds every JoinGroup for half the session timeout: with
             # Faust's 60 s default every start and rebalance would take 30 s.
             broker_session_timeout=10,
@@ -113,6 +127,11 @@ class Pipeline:
             web_bind=LOOPBACK,
             web_port=free_port(),
             table_cleanup_interval=3600.0,
+            # No standby copies of the tables: a worker that takes a partition over
+            # reads its changelog (small: the sent table keeps two minutes). With
+            # standbys, exactly-once recovery crashed a worker after a rebalance
+            # (ConsistencyError: a standby's offset above the changelog's stable end).
+            table_standby_replicas=0,
         )
         self.input = self._topic(t.input.name)
         self.bulk = self._topic(t.bulk.name)
@@ -144,7 +163,12 @@ class Pipeline:
             hosts=self.host_states,
         )
         self.outputs = outputs = Outputs(
-            verdicts=self.verdicts, dlq=self.dlq, retry_tiers=self.retry_topics, sent=self.sent
+            verdicts=self.verdicts,
+            dlq=self.dlq,
+            retry_tiers=self.retry_topics,
+            sent=self.sent,
+            together=functools.partial(committed_together, self.app) if exactly_once else plain,
+            exactly_once=exactly_once,
         )
         resolve = Resolve(
             verifier=self.verifier, outputs=outputs, by_host=self.by_host, policy=policy

@@ -111,7 +111,7 @@ class Intake:
         if problem is not None:
             await outputs.dead_letter(event, problem)
             return None
-        if await outputs.resend(request):
+        if await outputs.resend(request, event):
             return None
         parsed = self._verifier.parse(request.email)
         if isinstance(parsed, Verdict):

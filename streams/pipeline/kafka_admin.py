@@ -17,6 +17,7 @@ from aiokafka.admin import (  # type: ignore[import-untyped, unused-ignore]
     NewTopic,
 )
 from aiokafka.errors import (  # type: ignore[import-untyped, unused-ignore]
+    GroupCoordinatorNotAvailableError,
     KafkaError,
     TopicAlreadyExistsError,
 )
@@ -193,12 +194,15 @@ async def partition_count(bootstrap: str, topic: str) -> int:
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
     """Consumer group ``group``'s state (``Stable``, ``PreparingRebalance``…) and members.
 
-    ``("", 0)`` for a group the broker does not know.
+    ``("", 0)`` for a group the broker does not know, also while Kafka has no
+    coordinator for it yet (a fresh broker creates its offsets topic first).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
+    except GroupCoordinatorNotAvailableError:
+        return "", 0
     finally:
         await admin.close()
     # DescribeGroups: groups = [(error, group_id, state, protocol_type, protocol, members, …)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
@@ -28,6 +29,7 @@ from streams.core.verdict import Verdict
 from streams.errors import CodecError
 from streams.pipeline.batching import bounded_runs
 from streams.pipeline.codecs import decode, decode_any, encode
+from streams.pipeline.exactly_once import plain
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
@@ -89,6 +91,8 @@ class SentStore(Protocol):
 
     def save(self) -> None: ...
 
+    async def save_now(self, partition: int) -> None: ...
+
     def forget(self, cutoff: float) -> None: ...
 
 
@@ -102,8 +106,21 @@ def failure(exc: BaseException) -> str:
     return f"mxprobe failed on this event ({type(exc).__name__}: {exc})."
 
 
+#: How the sends made for one event are grouped: :func:`~streams.pipeline.exactly_once.plain`
+#: (at least once) or ``committed_together`` (exactly once, in the event's transaction).
+Together = Callable[[EventT[bytes]], AbstractAsyncContextManager[None]]
+
+
 class Outputs:
-    """The verdict, retry and dead-letter topics, and the ``sent`` table, with counters."""
+    """The verdict, retry and dead-letter topics, and the ``sent`` table, with counters.
+
+    Every send is made for an event (the one it answers). In exactly-once, the
+    sends for an event go in its partition's transaction, a verdict and its
+    ``sent`` entry in one piece, and a request already answered is not
+    answered again: a request id gets one verdict on the topic, even when
+    resubmitted within the ``sent`` table's window (read it from the topic).
+    At least once, a request answered already gets the same bytes again.
+    """
 
     def __init__(
         self,
@@ -112,13 +129,18 @@ class Outputs:
         dlq: Sink,
         retry_tiers: Sequence[Sink],
         sent: SentStore,
+        together: Together = plain,
+        exactly_once: bool = False,
     ) -> None:
         self.verdicts = verdicts
         self.dlq = dlq
         self.retry_tiers = retry_tiers
         self.sent = sent
+        self.together = together
+        self.exactly_once = exactly_once
         self.verdicts_sent = 0
         self.resent = 0  # verdicts sent again, byte for byte, for re-processed events
+        self.answered_already = 0  # exactly once: requests not answered again
         self.dead_letters = 0
         self.retries_scheduled = 0  # events sent to a retry tier
         self.retries_released = 0  # held events given back to their tier on a rebalance/stop
@@ -129,14 +151,19 @@ class Outputs:
         """Send ``verdict``, the answer to ``request``, and keep it for re-processed events."""
         record = encode(verdict_record(verdict, request, verified_at=now()))
         key = request.request_id.encode()
-        await self.verdicts.send(key=key, value=record)
-        self.verdicts_sent += 1
         # Every topic has the same partition count, so the worker that owns this
         # partition of the source topic owns it in the ``sent`` table too.
-        self.sent.remember(event.message.partition, key, record)
+        partition = event.message.partition
+        async with self.together(event):
+            await self.verdicts.send(key=key, value=record)
+            self.sent.remember(partition, key, record)
+            if self.exactly_once:
+                await self.sent.save_now(partition)
+        self.verdicts_sent += 1
 
-    async def resend(self, request: AddressRequest) -> bool:
-        """Send again the verdict already sent for ``request``, if there is one.
+    async def resend(self, request: AddressRequest, event: EventT[bytes]) -> bool:
+        """Answer ``request`` with the verdict already sent for it, if there is one:
+        the same bytes again (at least once), or nothing more (exactly once).
 
         Only for the same request: an id reused for another address is a new
         request (its verdict then replaces the one kept).
@@ -146,20 +173,30 @@ class Outputs:
             return False
         if decode(record, VerdictRecord).email != email_field(request.email):
             return False
-        await self.verdicts.send(key=request.request_id.encode(), value=record)
+        if self.exactly_once:
+            self.answered_already += 1
+            return True
+        async with self.together(event):
+            await self.verdicts.send(key=request.request_id.encode(), value=record)
         self.resent += 1
         return True
 
     # --- retries ------------------------------------------------------------------
 
     async def retry(
-        self, host_task: HostTask, again: Again, *, last: VerdictRecord | None = None
+        self,
+        host_task: HostTask,
+        again: Again,
+        event: EventT[bytes],
+        *,
+        last: VerdictRecord | None = None,
     ) -> None:
         """Send ``host_task`` to the retry tier ``again`` names, due when it says.
 
         Args:
             host_task: the task to try again (targets empty: resolve it anew).
             again: the plan (:func:`streams.core.retry.plan`).
+            event: the event being answered.
             last: the record the request stands on meanwhile (default: made
                 now from ``again.verdict``).
         """
@@ -168,7 +205,7 @@ class Outputs:
             domain_task = dataclasses.replace(domain_task, attempt=domain_task.attempt + 1)
             host_task = dataclasses.replace(host_task, domain_task=domain_task)
         request = host_task.domain_task.request
-        event = RetryEvent(
+        retry = RetryEvent(
             host_task=host_task,
             due_at=datetime_from_seconds(again.due_at),
             last_verdict=last or verdict_record(again.verdict, request, verified_at=now()),
@@ -176,8 +213,15 @@ class Outputs:
             tier=again.tier,
             retries=again.retries,
         )
-        await self.retry_tiers[again.tier].send(key=retry_key(host_task), value=encode(event))
+        await self.forward(self.retry_tiers[again.tier], retry_key(host_task), encode(retry), event)
         self.retries_scheduled += 1
+
+    async def forward(
+        self, topic: Sink, key: bytes | None, value: bytes | None, event: EventT[bytes]
+    ) -> None:
+        """Send ``value`` to ``topic`` for ``event`` (a stage's output of it)."""
+        async with self.together(event):
+            await topic.send(key=key, value=value)
 
     # --- the next stage -----------------------------------------------------------
 
@@ -191,8 +235,10 @@ class Outputs:
         """Send tasks of one domain (one mail host) to the next stage, in DomainTasks
         (HostTasks) events of at most TASKS_PER_EVENT tasks and TASK_BYTES_PER_EVENT
         bytes; a single task goes as itself. A send that fails dead-letters the events
-        of its tasks only."""
-        for chunk in task_chunks(pairs):
+        of its tasks only. Exactly once, an event holds the tasks of one source
+        partition only (each goes in that partition's transaction)."""
+        groups = by_partition(pairs) if self.exactly_once else [pairs]
+        for chunk in (chunk for group in groups for chunk in task_chunks(group)):
             tasks = tuple(task for _, task in chunk)
             record: Record
             if len(tasks) == 1:
@@ -202,7 +248,7 @@ class Outputs:
             else:
                 record = HostTasks(cast("tuple[HostTask, ...]", tasks))
             try:
-                await topic.send(key=key, value=encode(record))
+                await self.forward(topic, key, encode(record), chunk[0][0])
             except Exception as exc:
                 log.exception("pipeline.send_failed", extra={"topic": topic.get_topic_name()})
                 for event in distinct_events(chunk):
@@ -221,6 +267,7 @@ class Outputs:
         kinds: tuple[type[Record], ...] = (kind, DomainTasks if kind is DomainTask else HostTasks)
         kinds += (RetryEvent,)
         result: list[tuple[EventT[bytes], TaskT | RetryEvent]] = []
+        taken: set[tuple[str, str]] = set()  # (request id, email) of the tasks in result
         for event in events:
             try:
                 record = decode_any(event.message.value or b"", kinds)
@@ -229,8 +276,16 @@ class Outputs:
                 continue
             tasks = record.tasks if isinstance(record, DomainTasks | HostTasks) else (record,)
             for task in cast("tuple[TaskT | RetryEvent, ...]", tasks):
-                if not await self.resend(request_of(task)):
-                    result.append((event, task))
+                request = request_of(task)
+                if await self.resend(request, event):
+                    continue
+                if self.exactly_once:  # a copy in the same batch: answered with the first
+                    identity = (request.request_id, request.email)
+                    if identity in taken:
+                        self.answered_already += 1
+                        continue
+                    taken.add(identity)
+                result.append((event, task))
         return result
 
     # --- failures -----------------------------------------------------------------
@@ -293,7 +348,7 @@ class Outputs:
             },
         )
         try:
-            await self.dlq.send(key=message.key, value=encode(letter))
+            await self.forward(self.dlq, message.key, encode(letter), event)
         except ProducerSendError as exc:  # over max_request_size: keep where it is, not what
             size = len(letter.value)
             error = (
@@ -302,7 +357,7 @@ class Outputs:
                 f"offset {message.offset}."
             )
             short = dataclasses.replace(letter, value=b"", error=error)
-            await self.dlq.send(key=message.key, value=encode(short))
+            await self.forward(self.dlq, message.key, encode(short), event)
         self.dead_letters += 1
 
 
@@ -310,6 +365,14 @@ def distinct_events(pairs: Iterable[tuple[EventT[bytes], Any]]) -> list[EventT[b
     """The events of ``pairs``, each once: a DomainTasks or HostTasks event holds
     several tasks, and its dead letter must be written once."""
     return list({id(event): event for event, _ in pairs}.values())
+
+
+def by_partition(pairs: Sequence[TaskPair]) -> list[list[TaskPair]]:
+    """``pairs`` grouped by the partition of their event, in order within each."""
+    groups: dict[int, list[TaskPair]] = {}
+    for pair in pairs:
+        groups.setdefault(pair[0].message.partition, []).append(pair)
+    return list(groups.values())
 
 
 def retry_key(host_task: HostTask) -> bytes:

@@ -137,7 +137,7 @@ class Probe:
         if isinstance(decision, Emit):
             await self._outputs.emit(host_task.domain_task.request, decision.verdict, event)
         else:
-            await self._outputs.retry(host_task, decision)
+            await self._outputs.retry(host_task, decision, event)
 
     async def _defer(self, event: EventT[bytes], task: HostTask | RetryEvent, wait: float) -> None:
         """An address the host's budget held back: to a retry tier, due when the
@@ -162,4 +162,4 @@ class Probe:
         if isinstance(decision, Emit):
             await self._outputs.emit(domain_task.request, decision.verdict, event)
         else:
-            await self._outputs.retry(host_task, decision, last=last)
+            await self._outputs.retry(host_task, decision, event, last=last)

@@ -120,7 +120,8 @@ class Resolve:
                 outgoing.setdefault(key, []).append((event, host_task))
             else:
                 value = encode(dataclasses.replace(retry, host_task=host_task))
-                await self._by_host.send(key=host_task.mail_host.encode(), value=value)
+                host = host_task.mail_host.encode()
+                await self._outputs.forward(self._by_host, host, value, event)
         for group in outgoing.values():
             await self._outputs.send_tasks(self._by_host, group[0][1].mail_host.encode(), group)
 
@@ -149,4 +150,4 @@ class Resolve:
             await self._outputs.emit(request, decision.verdict, event)
             return
         unrouted = HostTask(domain_task=domain_task, targets=(), route_expires_at=now())
-        await self._outputs.retry(unrouted, decision)
+        await self._outputs.retry(unrouted, decision, event)

@@ -26,6 +26,7 @@ from streams.embedded import EmbeddedBroker
 from streams.errors import CodecError
 from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
+from streams.pipeline.exactly_once import exactly_once
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.kafka_admin import create_topics, partition_count
 from streams.pipeline.records import (
@@ -114,6 +115,8 @@ async def _records(
     from_beginning: bool = True,
     to_end: bool = False,
     idle_ms: int = 500,
+    tansu: bool = False,
+    committed: bool = True,
 ) -> AsyncGenerator[ConsumerRecord, None]:
     """The records of ``topic``, in order per partition, read by a consumer of no group.
 
@@ -122,10 +125,13 @@ async def _records(
         topic: the topic.
         from_beginning: start at its oldest record, else at its end (records to come).
         to_end: stop once every partition is read up to the end it had when
-            reading started (the true end, also on Tansu); a topic nobody has
-            created yet has no records. Else follow the topic until the caller
-            closes or cancels the generator.
+            reading started; a topic nobody has created yet has no records.
+            Else follow the topic until the caller closes or cancels the generator.
         idle_ms: how long one fetch waits for records.
+        tansu: the broker is Tansu: its end offsets are taken the way that is
+            right there (:func:`~streams.pipeline.tansu.true_end_offsets`).
+        committed: read committed records only (``read_committed``: in
+            exactly-once, what the pipeline committed; on Tansu, everything).
     """
     if to_end and not from_beginning:
         raise ValueError("A topic is read to its end from its beginning.")
@@ -135,6 +141,7 @@ async def _records(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level="read_committed" if committed else "read_uncommitted",
     )
     await consumer.start()
     try:
@@ -149,7 +156,10 @@ async def _records(
                 return
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            ends = await true_end_offsets(consumer, partitions)
+            if tansu:
+                ends = await true_end_offsets(consumer, partitions)
+            else:
+                ends = dict(await consumer.end_offsets(partitions))
         while ends is None or await _behind(consumer, ends):
             batches = await consumer.getmany(timeout_ms=idle_ms, max_records=10_000)
             for messages in batches.values():
@@ -168,10 +178,21 @@ async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
 
 
 async def read_verdicts(
-    bootstrap: str, topic: str, *, from_beginning: bool = True, idle_ms: int = 500
+    bootstrap: str,
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    idle_ms: int = 500,
+    committed: bool = True,
 ) -> AsyncGenerator[VerdictRecord, None]:
-    """Every verdict on ``topic`` (from the beginning or from now), until cancelled."""
-    records = _records(bootstrap, topic, from_beginning=from_beginning, idle_ms=idle_ms)
+    """Every verdict on ``topic`` (from the beginning or from now), until cancelled.
+
+    ``committed``: only those the pipeline committed (``read_committed``); in
+    exactly-once, the others may be aborted copies.
+    """
+    records = _records(
+        bootstrap, topic, from_beginning=from_beginning, idle_ms=idle_ms, committed=committed
+    )
     async with contextlib.aclosing(records):
         async for message in records:
             try:
@@ -216,15 +237,18 @@ def _dead_request_ids(value: bytes) -> tuple[str, ...]:
 _CARRY_REQUESTS = (AddressRequest, DomainTask, DomainTasks, HostTask, HostTasks, RetryEvent)
 
 
-async def read_host_states(bootstrap: str, topic: str) -> dict[str, HostState]:
+async def read_host_states(
+    bootstrap: str, topic: str, *, tansu: bool = False
+) -> dict[str, HostState]:
     """Every mail host's budget and health, as the ``hosts`` table's changelog ``topic`` has them.
 
-    Reads the changelog from the beginning to its end (the true end, also on
-    Tansu) and keeps the newest value of each ``host:`` key; a tombstone removes it.
+    Reads the changelog from the beginning to its end (``tansu``: the broker is
+    Tansu, whose end offsets need a workaround) and keeps the newest value of
+    each ``host:`` key; a tombstone removes it.
     """
     states: dict[str, HostState] = {}
     prefix = HOST_STATE_PREFIX.encode()
-    records = _records(bootstrap, topic, to_end=True)
+    records = _records(bootstrap, topic, to_end=True, tansu=tansu)
     async with contextlib.aclosing(records):
         async for message in records:
             key = message.key or b""
@@ -275,6 +299,7 @@ class PipelineRun:
                 self._make_verifier,
                 broker=url,
                 tansu=self.on_tansu,
+                exactly_once=exactly_once(self.settings.processing_guarantee, tansu=self.on_tansu),
             )
             await create_topics(self.bootstrap, pipeline.topology.all())
             if self._start_worker:

@@ -25,6 +25,9 @@ no verdict is lost. A worker killed between a verdict and that write sends a
 new verdict for the event when it comes back, not the same bytes: the window
 is the time from a batch's verdicts to the end of its handling.
 
+Exactly-once (on Kafka) leaves no such window: each verdict's entry is
+written with it, in its transaction (:meth:`SentTable.save_now`).
+
 Upgrading from a version that wrote one changelog message per verdict: stop
 every worker first. A new worker reads the old entries, but an old one would
 misread a batch.
@@ -125,6 +128,20 @@ class SentTable(faust.Table[bytes, bytes]):
         for (partition, batch_key, chunk), value in zip(messages, packed, strict=True):
             self.send_changelog(partition, batch_key, value)
             self.batches[batch_key] = (partition, now, tuple(key for key, _ in chunk))
+
+    async def save_now(self, partition: int) -> None:
+        """Write what :meth:`remember` kept for ``partition`` now, not from Faust's buffer.
+
+        Exactly-once: the entry is sent by the caller's task, so that it goes in
+        the same transaction as the verdict it keeps
+        (:func:`streams.pipeline.exactly_once.committed_together`).
+        """
+        entries = self._unsaved.pop(partition, [])
+        for chunk in bounded_runs(entries, _entry_size, max_bytes=BATCH_BYTES):
+            batch_key = _BATCH + os.urandom(_BATCH_ID_BYTES)
+            value = pack_batch(chunk)
+            await self.changelog_topic.send(key=batch_key, value=value, partition=partition)
+            self.batches[batch_key] = (partition, time.time(), tuple(key for key, _ in chunk))
 
     def forget(self, cutoff: float) -> None:
         """Drop the batches saved before ``cutoff`` (epoch seconds), with a tombstone each."""

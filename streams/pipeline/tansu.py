@@ -1,8 +1,8 @@
 """Narrow workarounds for the embedded Tansu broker, each named for the deviation it works around.
 
 Apache Kafka never sees most of this: :class:`EmbeddedApp` is only built when
-the broker is Tansu (:func:`on_tansu`). :func:`true_end_offsets` is right on
-both brokers, and is used wherever a topic is read to its end.
+the broker is Tansu (:func:`on_tansu`), and :func:`true_end_offsets` is used
+only there (on Kafka, a consumer's ``end_offsets`` is right).
 
 - Tansu answers ListOffsets(latest) with the base offset of the newest record
   batch + 1, not the last offset + 1; Fetch responses carry the right high

@@ -82,13 +82,15 @@ class RetryTiers:
         due = seconds_from_datetime(retry.due_at)
         while (remaining := due - self._clock()) > 0:
             if self._releasing() or not self._assigned(message.tp):
-                await self._outputs.retry_tiers[tier].send(key=message.key, value=message.value)
+                tier_topic = self._outputs.retry_tiers[tier]
+                await self._outputs.forward(tier_topic, message.key, message.value, event)
                 self._outputs.retries_released += 1
                 return
             await self._sleep(min(RETRY_CHECK_INTERVAL, remaining))
         host_task = retry.host_task
         if host_task.targets:
-            await self._by_host.send(key=host_task.mail_host.encode(), value=message.value)
+            key = host_task.mail_host.encode()
+            await self._outputs.forward(self._by_host, key, message.value, event)
         else:  # a temporary DNS failure: resolve again
             domain = host_task.domain_task.address.ascii_domain.encode()
-            await self._by_domain.send(key=domain, value=message.value)
+            await self._outputs.forward(self._by_domain, domain, message.value, event)

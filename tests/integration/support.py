@@ -105,29 +105,16 @@ class SandboxThread:
         """:meth:`env` on ``broker``, in the topics of app id ``app`` (no other test's)."""
         return {
             **self.env(),
-            "MXPROBE_BROKER": broker.url,
-            "MXPROBE_BROKER_KIND": kind_of(broker),
-            "MXPROBE_APP_ID": app,
-            "MXPROBE_INPUT_TOPIC": f"{app}.addresses",
-            "MXPROBE_BULK_TOPIC": f"{app}.bulk",
-            "MXPROBE_VERDICT_TOPIC": f"{app}.verdicts",
-            "MXPROBE_DLQ_TOPIC": f"{app}.dlq",
+            **{f"MXPROBE_{key.upper()}": value for key, value in app_names(broker, app).items()},
         }
 
-    def pipeline_settings(self, broker: EmbeddedBroker | RunningBroker, **extra: Any) -> Settings:
-        """:meth:`settings` for one pipeline test: its own app id and topics on ``broker``."""
-        name = f"t{uuid.uuid4().hex[:10]}"
-        return self.settings(
-            broker=broker.url,
-            broker_kind=kind_of(broker),
-            app_id=name,
-            input_topic=f"{name}.addresses",
-            bulk_topic=f"{name}.addresses.bulk",
-            verdict_topic=f"{name}.verdicts",
-            dlq_topic=f"{name}.dlq",
-            partitions=2,
-            **extra,
-        )
+    def pipeline_settings(
+        self, broker: EmbeddedBroker | RunningBroker, *, app: str | None = None, **extra: Any
+    ) -> Settings:
+        """:meth:`settings` for one pipeline test: its own app id and topics on ``broker``
+        (those of app id ``app``, as :meth:`app_env` gives a worker process, if given)."""
+        names = app_names(broker, app or f"t{uuid.uuid4().hex[:10]}")
+        return self.settings(**{**names, "partitions": 2, **extra})
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings that reach this sandbox (2 s timeouts), with ``overrides`` on top."""
@@ -168,6 +155,19 @@ FAST_POLITENESS_ENV: dict[str, str] = {
 def kind_of(broker: EmbeddedBroker | RunningBroker) -> str:
     """``tansu`` or ``kafka``, as MXPROBE_BROKER_KIND names the broker."""
     return "tansu" if isinstance(broker, EmbeddedBroker) else broker.kind
+
+
+def app_names(broker: EmbeddedBroker | RunningBroker, app: str) -> dict[str, str]:
+    """The settings that put app id ``app`` on ``broker``, in topics of its own."""
+    return {
+        "broker": broker.url,
+        "broker_kind": kind_of(broker),
+        "app_id": app,
+        "input_topic": f"{app}.addresses",
+        "bulk_topic": f"{app}.bulk",
+        "verdict_topic": f"{app}.verdicts",
+        "dlq_topic": f"{app}.dlq",
+    }
 
 
 def requests_for(emails: list[str], max_age_s: int = 3600) -> list[InputRequest]:

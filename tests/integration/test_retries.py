@@ -47,7 +47,7 @@ def outcome(record: VerdictRecord) -> str:
 
 async def host_states(broker: RunningBroker, settings: Settings) -> dict[str, HostState]:
     topic = Topology.from_settings(settings).hosts_changelog.name
-    return await read_host_states(broker.bootstrap, topic)
+    return await read_host_states(broker.bootstrap, topic, tansu=broker.kind == "tansu")
 
 
 async def test_greylisting_is_resolved_by_the_retry_tiers(

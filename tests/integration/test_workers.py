@@ -1,4 +1,8 @@
-"""`mxprobe worker` processes sharing a consumer group on the real bundled broker."""
+"""`mxprobe worker` processes sharing a consumer group, on Tansu and on Apache Kafka.
+
+The tests that kill a worker mid-run and compare duplicates stay on Tansu for
+now (issue 12); the others run on both brokers.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from broker import RunningBroker
 from support import FAST_DOMAINS, SandboxThread
 
+from streams.assembly import verifier_factory
 from streams.embedded import EmbeddedBroker
 from streams.pipeline.inputs import InputRequest
 from streams.pipeline.kafka_admin import group_state
 from streams.pipeline.records import VerdictRecord
-from streams.pipeline.runner import produce_requests, read_verdicts
+from streams.pipeline.runner import PipelineRun, produce_requests, read_verdicts
+from streams.pipeline.tansu import EmbeddedApp
 from streams.sandbox import load_world
 
 pytestmark = pytest.mark.integration
@@ -33,7 +40,7 @@ def world_sb() -> Iterator[SandboxThread]:
         yield sb
 
 
-def worker_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+def worker_env(sb: SandboxThread, broker: RunningBroker, app: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXPROBE_")}
     env.update(sb.app_env(broker, app), MXPROBE_PARTITIONS="4")
     return env
@@ -101,21 +108,17 @@ def requests(count: int) -> list[InputRequest]:
     ]
 
 
-async def test_two_workers_share_partitions(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
-) -> None:
+async def test_two_workers_share_partitions(world_sb: SandboxThread, broker: RunningBroker) -> None:
     """Two workers in one group split the partitions; every request gets a verdict."""
     app = f"w{uuid.uuid4().hex[:8]}"
-    env = worker_env(world_sb, kafka_broker, app)
+    env = worker_env(world_sb, broker, app)
     workers = [start_worker(env), start_worker(env)]
     try:
-        await wait_members(kafka_broker.bootstrap, app, 2)
+        await wait_members(broker.bootstrap, app, 2)
         batch = requests(200)
-        await produce_requests(
-            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
-        )
+        await produce_requests(broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",))
         got = await collect(
-            kafka_broker.bootstrap, f"{app}.verdicts", {r.request_id for r in batch}, timeout=90
+            broker.bootstrap, f"{app}.verdicts", {r.request_id for r in batch}, timeout=90
         )
     finally:
         errors = [stop(w) for w in workers]
@@ -127,22 +130,25 @@ async def test_two_workers_share_partitions(
 async def test_a_stopped_worker_loses_no_request(
     world_sb: SandboxThread, kafka_broker: EmbeddedBroker, signum: int
 ) -> None:
-    """Killed or stopped mid-run, restarted: every request gets a verdict; duplicates identical."""
+    """Killed or stopped mid-run, restarted: every request gets a verdict; duplicates identical.
+
+    On Tansu only, for now: on Kafka (at least once) a SIGKILL in the window
+    between a batch's verdicts and its ``sent``-table write gave a duplicate that
+    differs (issue 12), and exactly-once is still under test there."""
+    broker = RunningBroker(kafka_broker.url, "tansu")
     app = f"k{uuid.uuid4().hex[:8]}"
-    env = worker_env(world_sb, kafka_broker, app)
+    env = worker_env(world_sb, broker, app)
     first = start_worker(env)
     try:
-        await wait_members(kafka_broker.bootstrap, app, 1)
+        await wait_members(broker.bootstrap, app, 1)
         batch = requests(400)
-        await produce_requests(
-            kafka_broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",)
-        )
+        await produce_requests(broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",))
         wanted = {r.request_id for r in batch}
-        early = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
+        early = await collect(broker.bootstrap, f"{app}.verdicts", wanted, timeout=1.0)
         stop(first, signum)
         second = start_worker(env)
         try:
-            got = await collect(kafka_broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
+            got = await collect(broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
         finally:
             stop(second)
     finally:
@@ -153,7 +159,7 @@ async def test_a_stopped_worker_loses_no_request(
         assert all(record == records[0] for record in records)  # every field, verified_at too
 
 
-def held_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, str]:
+def held_env(sb: SandboxThread, broker: RunningBroker, app: str) -> dict[str, str]:
     """A worker whose greylisted requests wait 20 s in a retry tier (longer than the
     10 s session timeout): the greylisting (5 s) lets that one retry through."""
     env = worker_env(sb, broker, app)
@@ -162,29 +168,27 @@ def held_env(sb: SandboxThread, broker: EmbeddedBroker, app: str) -> dict[str, s
 
 
 async def test_a_held_retry_does_not_stall_a_rebalance_and_is_not_lost(
-    world_sb: SandboxThread, kafka_broker: EmbeddedBroker
+    world_sb: SandboxThread, broker: RunningBroker
 ) -> None:
     """A second worker joins while the first holds a retry event: the group settles at
     once (the event is given back to its tier, not waited for) and the retry still runs."""
     app = f"h{uuid.uuid4().hex[:8]}"
-    env = held_env(world_sb, kafka_broker, app)
+    env = held_env(world_sb, broker, app)
     first = start_worker(env)
     second: subprocess.Popen[str] | None = None
     try:
-        await wait_members(kafka_broker.bootstrap, app, 1)
+        await wait_members(broker.bootstrap, app, 1)
         [request] = [InputRequest("alice@greylist.test", str(uuid.uuid4()), "test", 0)]
         await produce_requests(
-            kafka_broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
+            broker.bootstrap, f"{app}.addresses", [request], allowed_tlds=("test",)
         )
         submitted = time.monotonic()
         await asyncio.sleep(3)  # probed, greylisted, held in the 20 s tier
         second = start_worker(env)
         starting = time.monotonic()
-        await wait_members(kafka_broker.bootstrap, app, 2, stable=True)
+        await wait_members(broker.bootstrap, app, 2, stable=True)
         joined = time.monotonic() - starting
-        got = await collect(
-            kafka_broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60
-        )
+        got = await collect(broker.bootstrap, f"{app}.verdicts", {request.request_id}, timeout=60)
         answered = time.monotonic() - submitted
     finally:
         errors = [stop(first)] + ([stop(second)] if second is not None else [])
@@ -195,3 +199,40 @@ async def test_a_held_retry_does_not_stall_a_rebalance_and_is_not_lost(
     assert records, errors
     assert {f"{r.status.value}/{r.reason}" for r in records} == {"deliverable/accepted"}
     assert answered >= 20  # not before it was due
+
+
+async def test_the_sent_table_is_recovered_whole_after_a_sigkill(
+    world_sb: SandboxThread, broker: RunningBroker
+) -> None:
+    """A worker SIGKILLed after answering every request: the next worker of the app
+    recovers every ``sent`` entry from the changelog. On Kafka that is Faust's own
+    recovery (its end offsets are right there); on Tansu it takes the
+    end-offset workaround (streams.pipeline.tansu), without which it lost the last
+    batch of entries."""
+    app = f"r{uuid.uuid4().hex[:8]}"
+    env = worker_env(world_sb, broker, app)
+    first = start_worker(env)
+    try:
+        await wait_members(broker.bootstrap, app, 1)
+        batch = requests(2000)
+        await produce_requests(broker.bootstrap, f"{app}.addresses", batch, allowed_tlds=("test",))
+        wanted = {r.request_id for r in batch}
+        got = await collect(broker.bootstrap, f"{app}.verdicts", wanted, timeout=120)
+        assert wanted <= got.keys()
+        await asyncio.sleep(3)  # the last entries committed (a commit interval)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)  # its member is evicted when the next worker joins
+    finally:
+        stop(first, signal.SIGKILL)
+    settings = world_sb.pipeline_settings(broker, app=app, partitions=4)  # the worker's
+    async with PipelineRun(settings, verifier_factory(settings)) as running:
+        assert running.pipeline is not None
+        pipeline = running.pipeline
+        assert isinstance(pipeline.app, EmbeddedApp) == (broker.kind == "tansu")
+        recovered: set[bytes] = set()
+        for _ in range(100):
+            recovered = set(pipeline.sent.data.keys())
+            if len(recovered) >= len(wanted):
+                break
+            await asyncio.sleep(0.2)
+    assert {key.decode() for key in recovered} >= wanted

@@ -9,9 +9,11 @@ codecs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -77,8 +79,34 @@ class Event:
     message: Message
 
 
-def event(value: bytes, *, topic: str = "addresses", key: bytes | None = b"k") -> EventT[bytes]:
-    return cast("EventT[bytes]", Event(Message(key=key, value=value, topic=topic)))
+def event(
+    value: bytes, *, topic: str = "addresses", key: bytes | None = b"k", partition: int = 0
+) -> EventT[bytes]:
+    return cast(
+        "EventT[bytes]", Event(Message(key=key, value=value, topic=topic, partition=partition))
+    )
+
+
+@dataclass
+class Groups:
+    """A ``together`` that records which event the sends inside it were made for."""
+
+    active: list[EventT[bytes]] = field(default_factory=list)
+
+    def __call__(self, event: EventT[bytes]) -> AbstractAsyncContextManager[None]:
+        return self._within(event)
+
+    @contextlib.asynccontextmanager
+    async def _within(self, event: EventT[bytes]) -> AsyncIterator[None]:
+        self.active.append(event)
+        try:
+            yield
+        finally:
+            self.active.pop()
+
+    def current(self) -> int | None:
+        """The partition of the event the sends are for now (None: outside any)."""
+        return self.active[-1].message.partition if self.active else None
 
 
 @dataclass
@@ -88,12 +116,16 @@ class Topic:
     name: str
     sent: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
     fail_first: Exception | None = None
+    groups: Groups | None = None
+    within: list[int | None] = field(default_factory=list)  # each send's event partition
 
     async def send(self, *, key: bytes | None, value: bytes | None) -> None:
         if self.fail_first is not None:
             exc, self.fail_first = self.fail_first, None
             raise exc
         self.sent.append((key, value))
+        if self.groups is not None:
+            self.within.append(self.groups.current())
 
     def get_topic_name(self) -> str:
         return self.name
@@ -105,15 +137,22 @@ class Sent:
 
     data: dict[bytes, bytes] = field(default_factory=dict)
     saves: int = 0
+    unsaved: list[int] = field(default_factory=list)  # partitions remembered, not saved
+    saved_now: list[int] = field(default_factory=list)
 
     def remember(self, partition: int, key: bytes, record: bytes) -> None:
         self.data[key] = record
+        self.unsaved.append(partition)
 
     def verdict(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
     def save(self) -> None:
         self.saves += 1
+
+    async def save_now(self, partition: int) -> None:
+        self.saved_now.append(partition)
+        self.unsaved = [p for p in self.unsaved if p != partition]
 
     def forget(self, cutoff: float) -> None:
         self.data.clear()
@@ -182,14 +221,22 @@ class World:
     routes: dict[str, DomainRoute] = field(default_factory=dict)
     hosts: dict[str, HostState] = field(default_factory=dict)
     catch_all: dict[str, CatchAllFact] = field(default_factory=dict)
+    exactly_once: bool = False
 
     def __post_init__(self) -> None:
-        self.verdicts, self.dlq = Topic("verdicts"), Topic("addresses.dlq")
-        self.tiers = [Topic("mxprobe.retry-0"), Topic("mxprobe.retry-1")]
-        self.by_domain, self.by_host = Topic("mxprobe.by-domain"), Topic("mxprobe.by-host")
+        self.groups = groups = Groups()
+        self.verdicts, self.dlq = Topic("verdicts", groups=groups), Topic("dlq", groups=groups)
+        self.tiers = [Topic(f"mxprobe.retry-{n}", groups=groups) for n in (0, 1)]
+        self.by_domain = Topic("mxprobe.by-domain", groups=groups)
+        self.by_host = Topic("mxprobe.by-host", groups=groups)
         self.sent = Sent()
         self.outputs = Outputs(
-            verdicts=self.verdicts, dlq=self.dlq, retry_tiers=self.tiers, sent=self.sent
+            verdicts=self.verdicts,
+            dlq=self.dlq,
+            retry_tiers=self.tiers,
+            sent=self.sent,
+            together=groups,
+            exactly_once=self.exactly_once,
         )
         # 192.0.2.0/24 is TEST-NET: reserved, so it may only be probed when allowed.
         config = VerifierConfig(politeness=Politeness(defaults=self.limits), allow_private_mx=True)
@@ -340,6 +387,72 @@ async def test_an_answered_request_gets_the_same_bytes_again() -> None:
     await world.intake.live([event(encode(request("not an address", "r1")))])
     assert world.verdicts.sent == [first, first]
     assert world.outputs.resent == 1
+
+
+async def test_exactly_once_an_answered_request_is_not_answered_again() -> None:
+    """Exactly once: the verdict kept is on the topic already (committed with its
+    entry), so a request seen again gets no second one."""
+    world = World(exactly_once=True)
+    await world.intake.live([event(encode(request("not an address", "r1")))])
+    await world.intake.live([event(encode(request("not an address", "r1")))])
+    assert len(world.verdicts.sent) == 1
+    assert (world.outputs.answered_already, world.outputs.resent) == (1, 0)
+
+
+async def test_exactly_once_a_verdict_and_its_entry_are_sent_together() -> None:
+    """Exactly once: the sent-table entry is written with its verdict, in the group of
+    the event answered (one transaction), not at the end of the batch."""
+    world = World(exactly_once=True)
+    await world.intake.live([event(encode(request("not an address", "r1")), partition=3)])
+    assert world.verdicts.within == [3]
+    assert world.sent.saved_now == [3] and world.sent.unsaved == []
+
+
+async def test_at_least_once_entries_wait_for_the_end_of_the_batch() -> None:
+    """At least once: entries are saved a batch at a time (one changelog message)."""
+    world = World()
+    await world.intake.live([event(encode(request("not an address", "r1")), partition=3)])
+    assert world.sent.saved_now == [] and world.sent.saves >= 1
+
+
+async def test_exactly_once_copies_of_a_request_in_one_batch_are_probed_once() -> None:
+    """Exactly once: two copies of a task in one probe batch (a re-processed upstream
+    event) make one probe and one verdict."""
+    world = World(exactly_once=True)
+    task = encode(host_task(world, "alice@example.org", "r1"))
+    await world.probe.handle([event(task, topic="mxprobe.by-host"), event(task, topic="x")])
+    assert [r.request_id for r in world.verdict_records()] == ["r1"]
+    assert world.outputs.answered_already == 1
+    probed = [rcpt for call in world.smtp.calls for rcpt in call]
+    assert probed.count("alice@example.org") == 1  # (and one catch-all probe)
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+async def test_tasks_of_two_partitions_go_in_events_of_one_partition_each(
+    exactly_once: bool,
+) -> None:
+    """Exactly once, a DomainTasks event holds the tasks of one source partition (each
+    goes in that partition's transaction); at least once, one event for the domain."""
+    world = World(exactly_once=exactly_once)
+    events = [
+        event(encode(request("a@example.org", "r1")), partition=0),
+        event(encode(request("b@example.org", "r2")), partition=1),
+    ]
+    await world.intake.live(events)
+    assert [t.request.request_id for t in tasks_sent(world.by_domain)] == ["r1", "r2"]
+    assert world.by_domain.within == ([0, 1] if exactly_once else [0])
+
+
+async def test_every_send_is_made_for_the_event_it_answers() -> None:
+    """Verdicts, tasks, retries and dead letters are all sent inside ``together`` of
+    their event: none goes outside a transaction."""
+    world = World(smtp=Smtp({"grey": (450, "4.7.1 Greylisted, try later")}), exactly_once=True)
+    await world.intake.live([event(b"\x00garbage", partition=2)])
+    await world.probe.handle(
+        [event(encode(host_task(world, "grey@example.org")), topic="by-host", partition=1)]
+    )
+    assert world.dlq.within == [2]
+    assert world.tiers[0].within == [1]
 
 
 async def test_a_reused_request_id_for_another_address_is_a_new_request() -> None:
