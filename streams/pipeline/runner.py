@@ -184,14 +184,24 @@ async def read_verdicts(
     from_beginning: bool = True,
     idle_ms: int = 500,
     committed: bool = True,
+    to_end: bool = False,
+    tansu: bool = False,
 ) -> AsyncGenerator[VerdictRecord, None]:
-    """Every verdict on ``topic`` (from the beginning or from now), until cancelled.
+    """Every verdict on ``topic`` (from the beginning or from now), until cancelled, or
+    (``to_end``) up to the end the topic had when reading started (``tansu``: the
+    broker is Tansu, whose end offsets need a workaround).
 
     ``committed``: only those the pipeline committed (``read_committed``); in
     exactly-once, the others may be aborted copies.
     """
     records = _records(
-        bootstrap, topic, from_beginning=from_beginning, idle_ms=idle_ms, committed=committed
+        bootstrap,
+        topic,
+        from_beginning=from_beginning,
+        idle_ms=idle_ms,
+        committed=committed,
+        to_end=to_end,
+        tansu=tansu,
     )
     async with contextlib.aclosing(records):
         async for message in records:

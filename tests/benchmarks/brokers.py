@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 from streams.apache_kafka import KafkaNode, kafka_version
@@ -49,6 +50,15 @@ def broker(kind: str) -> Iterator[tuple[str, int]]:
 def run(url: str, kind: str, addresses: int, workers: int) -> dict[str, object]:
     env = dict(os.environ)
     env["MXPROBE_BROKER_KIND"] = kind
+    # Topics of its own: the benchmark's request ids repeat from run to run.
+    app = f"bench{uuid.uuid4().hex[:8]}"
+    env.update(
+        MXPROBE_APP_ID=app,
+        MXPROBE_INPUT_TOPIC=f"{app}.addresses",
+        MXPROBE_BULK_TOPIC=f"{app}.bulk",
+        MXPROBE_VERDICT_TOPIC=f"{app}.verdicts",
+        MXPROBE_DLQ_TOPIC=f"{app}.dlq",
+    )
     command = [sys.executable, "-m", "streams", "bench", "--broker", url]
     command += ["--addresses", str(addresses), "--workers", str(workers), "--json"]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout

@@ -99,30 +99,13 @@ async def wait_members(bootstrap: str, group: str, count: int, timeout: float = 
     raise RuntimeError(f"group {group} never had {count} members")
 
 
-async def read_all(
-    bootstrap: str, topic: str, *, committed: bool, idle: float = 3.0
-) -> list[VerdictRecord]:
-    """Every verdict on ``topic``, read until nothing new came for ``idle`` seconds."""
-    records: list[VerdictRecord] = []
-    stream = read_verdicts(bootstrap, topic, committed=committed, idle_ms=200)
-    last = time.monotonic()
-
-    async def run() -> None:
-        nonlocal last
-        async for record in stream:
-            records.append(record)
-            last = time.monotonic()
-
-    task = asyncio.ensure_future(run())
-    try:
-        while time.monotonic() - last < idle:
-            await asyncio.sleep(0.2)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await stream.aclose()
-    return records
+async def read_all(broker: RunningBroker, topic: str, *, committed: bool) -> list[VerdictRecord]:
+    """Every verdict on ``topic``, up to its end (``committed``: its last stable offset)."""
+    stream = read_verdicts(
+        broker.bootstrap, topic, committed=committed, to_end=True, tansu=broker.kind == "tansu"
+    )
+    async with contextlib.aclosing(stream):
+        return [record async for record in stream]
 
 
 async def count_letters(bootstrap: str, topic: str, idle: float = 2.0) -> int:
@@ -188,8 +171,8 @@ async def one_run(
             await follower
         await stream.aclose()
         await asyncio.sleep(3)  # duplicates of a re-processed batch come late
-        committed = await read_all(broker.bootstrap, topic, committed=True)
-        uncommitted = await read_all(broker.bootstrap, topic, committed=False)
+        committed = await read_all(broker, topic, committed=True)
+        uncommitted = await read_all(broker, topic, committed=False)
         letters = await count_letters(broker.bootstrap, f"{app}.dlq")
     finally:
         for process in workers:
@@ -201,8 +184,16 @@ async def one_run(
         for rs in by_id.values():
             if len(rs) > 1:
                 for r in rs:
-                    print("  dup", r.request_id[:8], r.email, r.status.value, r.reason,
-                          r.verified_at, r.evidence.attempts, file=sys.stderr)
+                    print(
+                        "  dup",
+                        r.request_id[:8],
+                        r.email,
+                        r.status.value,
+                        r.reason,
+                        r.verified_at,
+                        r.evidence.attempts,
+                        file=sys.stderr,
+                    )
     ids_uncommitted: dict[str, int] = {}
     for record in uncommitted:
         ids_uncommitted[record.request_id] = ids_uncommitted.get(record.request_id, 0) + 1
