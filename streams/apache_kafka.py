@@ -41,7 +41,7 @@ from types import MappingProxyType, TracebackType
 from typing import Self
 
 from streams.errors import BrokerError
-from streams.loopback import LOOPBACK, free_port
+from streams.loopback import LOOPBACK, LoopbackBroker, free_port
 from streams.pipeline.kafka_admin import answers_metadata
 from streams.processes import POLL, die_with_parent_hook, signal_group, stop_sync, wait_sync
 
@@ -137,7 +137,7 @@ def ensure_jars(directory: Path | None = None) -> Path:
     return libs
 
 
-class KafkaNode:
+class KafkaNode(LoopbackBroker):
     """One Apache Kafka process (broker and controller) on loopback."""
 
     def __init__(
@@ -167,16 +167,6 @@ class KafkaNode:
         self._stop_timeout = stop_timeout
         self._heap = heap
         self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        """``127.0.0.1:PORT``, for Kafka clients."""
-        return f"{LOOPBACK}:{self._port}"
-
-    @property
-    def url(self) -> str:
-        """``kafka://127.0.0.1:PORT``, for ``--broker`` / ``MXPROBE_BROKER``."""
-        return f"kafka://{self.bootstrap}"
 
     @property
     def pid(self) -> int | None:

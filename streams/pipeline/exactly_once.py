@@ -180,14 +180,13 @@ class _SourceTransactions(TransactionManager):
         *,
         transactional_id: str | None = None,
     ) -> Any:
-        producer = cast(_FlushingProducer, self.producer)
         source = _SOURCE.get()
         if source is not None:
             tid = _transactional_id(self.app, source)
         else:  # a changelog write: to the partition of the event that caused it
             p = self.consumer.key_partition(topic, key, partition)
             tid = _transactional_id(self.app, TP(topic, p if p is not None else -1))
-        return await producer.send(
+        return await self.producer.send(
             topic, key, value, partition, timestamp, headers, transactional_id=tid
         )
 
