@@ -148,6 +148,7 @@ class KafkaNode(LoopbackBroker):
         start_timeout: float = 90.0,
         stop_timeout: float = 20.0,
         heap: str = "512m",
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the node (nothing starts yet).
 
@@ -158,6 +159,8 @@ class KafkaNode(LoopbackBroker):
             start_timeout: seconds to wait for the broker to answer.
             stop_timeout: seconds SIGTERM has before SIGKILL.
             heap: the JVM's maximum heap (``-Xmx``).
+            overrides: broker settings over :data:`SINGLE_NODE_SETTINGS` (a test
+                of a broker set up otherwise).
         """
         self._own_dir = data_dir is None
         self._dir = data_dir
@@ -166,6 +169,7 @@ class KafkaNode(LoopbackBroker):
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._heap = heap
+        self._overrides = dict(overrides or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -259,6 +263,7 @@ class KafkaNode(LoopbackBroker):
             f"CONTROLLER://{LOOPBACK}:{self._controller_port}",
             "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self._port}",
             "log.dirs": str(data),
+            **self._overrides,
         }
         config = self._dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
@@ -302,5 +307,12 @@ class KafkaNode(LoopbackBroker):
 
 
 def _cluster_id() -> str:
-    """A new KRaft cluster id: 16 random bytes in URL-safe base64, unpadded (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """A new KRaft cluster id: 16 random bytes in URL-safe base64, unpadded (Kafka's Uuid).
+
+    Never one that starts with ``-``: ``kafka-storage format -t -x…`` takes it for
+    an option and fails (one start in 64 did). Kafka's ``Uuid.randomUuid`` skips
+    those too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -15,8 +15,8 @@ They share one :class:`~streams.pipeline.outputs.Outputs` (verdicts, retry
 tiers, dead letters, the ``sent`` table).
 
 At least once (Tansu, or ``processing_guarantee=at_least_once``): an event's
-offset is committed after its agent has moved past it, so a crash
-re-processes it; a duplicate verdict carries the same request_id and the same
+offset is committed once its stage has handled it, and never past an event
+still being handled (:mod:`streams.pipeline.offsets`), so a crash re-processes it; a duplicate verdict carries the same request_id and the same
 bytes (the ``sent`` table). Exactly once (Apache Kafka by default): Kafka
 transactions, each request's verdict once for a ``read_committed`` consumer
 (:mod:`streams.pipeline.exactly_once`). Values travel as raw
@@ -211,7 +211,14 @@ class Pipeline:
         self, topic: TopicT, name: str, handle: Handler, *, one_by_one: bool = False
     ) -> None:
         """An agent that hands ``handle`` the batches of ``topic`` (``one_by_one``:
-        each event alone, as soon as it comes, as the retry tiers hold each)."""
+        each event alone, as soon as it comes, as the retry tiers hold each).
+
+        Events are acknowledged as soon as ``handle`` is done with them (it has
+        sent all they cause). Faust acknowledges them only when the agent asks for
+        the next ones, so the last events of a partition stayed unacknowledged
+        while no more came: their offsets were not committed, and exactly once
+        neither was the transaction holding what they sent (a retry released to
+        the probe stage waited for the next retry to come, forever)."""
         settings = self.settings
 
         def batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
@@ -223,9 +230,12 @@ class Pipeline:
             if one_by_one:
                 async for event in stream.events():
                     await handle([event])
+                    event.ack()
             else:
                 async for events in batches(stream):
                     await handle(events)
+                    for event in events:
+                        event.ack()
 
         self.app.agent(topic, name=name)(agent)
 

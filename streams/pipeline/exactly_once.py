@@ -65,15 +65,11 @@ from aiokafka import TopicPartition  # type: ignore[import-untyped, unused-ignor
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
 from faust.exceptions import ProducerSendError
 from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import (
-    AIOKafkaConsumerThread,
-    Consumer,
-    Producer,
-    Transport,
-)
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 from faust.types import TP, AppT, EventT
 
 from streams.errors import ConfigError
+from streams.pipeline.offsets import SafeOffsetsConsumer, SafeOffsetsTransport
 
 log = logging.getLogger(__name__)
 
@@ -91,35 +87,48 @@ __all__ = [
 COMMIT_INTERVAL = 0.2
 
 
-def exactly_once(guarantee: str, *, tansu: bool) -> bool:
+def exactly_once(guarantee: str, *, tansu: bool, transactions: str | None = None) -> bool:
     """Whether the pipeline runs in Kafka transactions, for ``processing_guarantee``.
 
-    ``auto`` is at-least-once on both brokers for now: exactly-once is not yet
-    the default on Apache Kafka. In the fault measurement
-    (``tests/benchmarks/delivery.py``: 5,000 requests, one of two workers
-    SIGKILLed while verdicts come) it lost nothing and repeated nothing in 5 of
-    5 runs, but a worker killed 0.3 s into a load (``test_workers.py``, 1,000
-    requests) left 4 requests without a verdict. ``exactly_once`` runs it, with
-    a warning.
+    ``auto`` (the default) is exactly-once on a broker that runs transactions
+    (Apache Kafka with a transaction log) and at-least-once on Tansu, which
+    has none, or on a broker whose transaction coordinator does not answer
+    (then with a warning naming why). Measured on Kafka with 5,000 requests and
+    one of two workers SIGKILLed (README, Delivery): nothing lost, nothing
+    repeated for a ``read_committed`` reader.
+
+    Args:
+        guarantee: ``auto``, ``at_least_once`` or ``exactly_once``.
+        tansu: the broker is Tansu.
+        transactions: why the broker cannot run transactions, None if it can
+            (:func:`~streams.pipeline.kafka_admin.transactions_unavailable`; not
+            asked on Tansu or for ``at_least_once``).
 
     Raises:
-        ConfigError: ``exactly_once`` on Tansu, which has no transactions.
+        ConfigError: ``exactly_once`` on a broker without transactions.
     """
-    if guarantee == "exactly_once" and tansu:
-        raise ConfigError(
-            "MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and the "
-            "embedded broker (Tansu) has none: use auto or at_least_once there, or "
-            "an Apache Kafka broker."
-        )
-    if guarantee == "exactly_once":
+    if guarantee == "at_least_once":
+        return False
+    if tansu:
+        if guarantee == "exactly_once":
+            raise ConfigError(
+                "MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and the "
+                "embedded broker (Tansu) has none: use auto or at_least_once there, or "
+                "an Apache Kafka broker."
+            )
+        return False
+    if transactions is not None:
+        if guarantee == "exactly_once":
+            raise ConfigError(
+                f"MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and "
+                f"{transactions}: fix the broker, or use auto or at_least_once."
+            )
         log.warning(
-            "pipeline.exactly_once_under_test",
-            extra={
-                "detail": "exactly-once is still under test: a worker SIGKILLed early in "
-                "a load left requests without a verdict (README, Delivery)."
-            },
+            "pipeline.at_least_once",
+            extra={"detail": f"running at least once, not exactly once: {transactions}"},
         )
-    return guarantee == "exactly_once"
+        return False
+    return True
 
 
 #: The partition of the event the stages are handling, while they send for it.
@@ -305,12 +314,12 @@ class _StableEndsConsumerThread(AIOKafkaConsumerThread):
         return {TP(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
 
-class _StableEndsConsumer(Consumer):
+class _StableEndsConsumer(SafeOffsetsConsumer):
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _StableEndsConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class ExactlyOnceTransport(Transport):
+class ExactlyOnceTransport(SafeOffsetsTransport):
     """Faust's aiokafka transport with the fixes of this module."""
 
     Consumer = _StableEndsConsumer

@@ -16,7 +16,12 @@ from aiokafka.admin import (  # type: ignore[import-untyped, unused-ignore]
     AIOKafkaAdminClient,
     NewTopic,
 )
+from aiokafka.client import (  # type: ignore[import-untyped, unused-ignore]
+    AIOKafkaClient,
+    CoordinationType,
+)
 from aiokafka.errors import (  # type: ignore[import-untyped, unused-ignore]
+    CoordinatorNotAvailableError,
     GroupCoordinatorNotAvailableError,
     KafkaError,
     TopicAlreadyExistsError,
@@ -34,6 +39,7 @@ __all__ = [
     "create_topics",
     "group_state",
     "partition_count",
+    "transactions_unavailable",
 ]
 
 
@@ -211,3 +217,38 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
         return "", 0
     state = groups[0][2]
     return (state.decode() if isinstance(state, bytes) else str(state)), len(groups[0][5])
+
+
+async def transactions_unavailable(bootstrap: str, *, timeout: float = 15.0) -> str | None:
+    """Why the broker cannot run Kafka transactions, or None when it can.
+
+    Asks for a transaction coordinator (FindCoordinator), as a transactional
+    producer does first: Kafka answers once its transaction log
+    (``__transaction_state``) is there, which it creates on the first ask. A
+    broker whose transaction log cannot be created (one node with the default
+    replication factor of 3) answers "not available" until ``timeout``; one
+    without transactions refuses the request.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="mxprobe-admin")
+    deadline = time.monotonic() + timeout
+    try:
+        await client.bootstrap()
+        while True:
+            try:
+                await client.coordinator_lookup(CoordinationType.TRANSACTION, "mxprobe-probe")
+                return None
+            except CoordinatorNotAvailableError:
+                if time.monotonic() >= deadline:
+                    return (
+                        f"the broker at {bootstrap} has no transaction coordinator after "
+                        f"{timeout:g} s (a single broker needs "
+                        "transaction.state.log.replication.factor=1 and "
+                        "transaction.state.log.min.isr=1)"
+                    )
+                await asyncio.sleep(0.2)
+            except KafkaError as exc:
+                return f"the broker at {bootstrap} refused a transaction coordinator: {exc}"
+    except (KafkaError, OSError) as exc:
+        return f"the broker at {bootstrap} did not answer: {exc}"
+    finally:
+        await client.close()

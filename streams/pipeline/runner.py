@@ -28,7 +28,7 @@ from streams.pipeline.app import Pipeline
 from streams.pipeline.codecs import decode, decode_any, encode
 from streams.pipeline.exactly_once import exactly_once
 from streams.pipeline.inputs import InputRequest
-from streams.pipeline.kafka_admin import create_topics, partition_count
+from streams.pipeline.kafka_admin import create_topics, partition_count, transactions_unavailable
 from streams.pipeline.records import (
     AddressRequest,
     DeadLetter,
@@ -303,13 +303,19 @@ class PipelineRun:
         self.on_tansu = on_tansu(
             embedded=self.broker is not None, broker_kind=self.settings.broker_kind
         )
+        guarantee = self.settings.processing_guarantee
         try:
+            transactions = None
+            if guarantee != "at_least_once" and not self.on_tansu:
+                transactions = await transactions_unavailable(self.bootstrap)
             self.pipeline = pipeline = Pipeline(
                 self.settings,
                 self._make_verifier,
                 broker=url,
                 tansu=self.on_tansu,
-                exactly_once=exactly_once(self.settings.processing_guarantee, tansu=self.on_tansu),
+                exactly_once=exactly_once(
+                    guarantee, tansu=self.on_tansu, transactions=transactions
+                ),
             )
             await create_topics(self.bootstrap, pipeline.topology.all())
             if self._start_worker:

@@ -24,10 +24,11 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped, unused-ignore]
 from aiokafka.protocol.fetch import FetchRequest  # type: ignore[import-untyped, unused-ignore]
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streams.errors import BrokerError
+from streams.pipeline.offsets import KafkaApp, SafeOffsetsConsumer, SafeOffsetsTransport
 
 __all__ = [
     "FETCH_WAIT_MS",
@@ -151,12 +152,12 @@ class _TansuConsumerThread(AIOKafkaConsumerThread):
         return {TP(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
 
 
-class _TansuConsumer(Consumer):
+class _TansuConsumer(SafeOffsetsConsumer):
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _TansuTransport(Transport):
+class _TansuTransport(SafeOffsetsTransport):
     Consumer = _TansuConsumer
 
 
@@ -168,5 +169,6 @@ class EmbeddedApp(faust.App):
 
 
 def app_class(tansu: bool) -> type[faust.App]:
-    """The Faust app class for the broker: :class:`EmbeddedApp` on Tansu, else Faust's own."""
-    return EmbeddedApp if tansu else faust.App
+    """The Faust app class for the broker: :class:`EmbeddedApp` on Tansu, else
+    :class:`~streams.pipeline.offsets.KafkaApp` (Faust's, with safe commits)."""
+    return EmbeddedApp if tansu else KafkaApp

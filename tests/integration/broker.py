@@ -28,7 +28,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.apache_kafka import KafkaNode
 from streams.embedded import EmbeddedBroker
 
-__all__ = ["RunningBroker", "broker", "kafka_broker", "partition_counts", "unique_topic"]
+__all__ = [
+    "BROKER_GUARANTEES",
+    "RunningBroker",
+    "broker",
+    "kafka_broker",
+    "partition_counts",
+    "unique_topic",
+]
 
 _NOT_IN_TOPIC_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -59,14 +66,22 @@ class RunningBroker:
         return self.url.removeprefix("kafka://")
 
 
-@pytest.fixture(
-    scope="session", params=["tansu", pytest.param("kafka", marks=pytest.mark.kafka)]
-)
+@pytest.fixture(scope="session", params=["tansu", pytest.param("kafka", marks=pytest.mark.kafka)])
 def broker(request: pytest.FixtureRequest) -> RunningBroker:
     """Each broker in turn: the embedded Tansu, then Apache Kafka."""
     name = "kafka_broker" if request.param == "tansu" else "apache_kafka"
     running: EmbeddedBroker | KafkaNode = request.getfixturevalue(name)
     return RunningBroker(running.url, request.param)
+
+
+#: ``@pytest.mark.parametrize(("broker", "guarantee"), BROKER_GUARANTEES, indirect=["broker"])``:
+#: each guarantee a broker has, once (on Tansu ``auto`` is at least once; on Kafka
+#: ``auto`` is exactly once, and at least once is asked for).
+BROKER_GUARANTEES = [
+    pytest.param("tansu", "auto", id="tansu-auto"),
+    pytest.param("kafka", "auto", marks=pytest.mark.kafka, id="kafka-auto"),
+    pytest.param("kafka", "at_least_once", marks=pytest.mark.kafka, id="kafka-at_least_once"),
+]
 
 
 def unique_topic(prefix: str = "test") -> str:

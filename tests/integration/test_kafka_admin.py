@@ -8,6 +8,7 @@ another count was created as asked.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass, field
 
@@ -15,9 +16,15 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from broker import RunningBroker, partition_counts, unique_topic
 
+from streams.apache_kafka import KafkaNode
 from streams.errors import BrokerError, ConfigError
 from streams.loopback import free_port
-from streams.pipeline.kafka_admin import answers_metadata, create_topics, partition_count
+from streams.pipeline.kafka_admin import (
+    answers_metadata,
+    create_topics,
+    partition_count,
+    transactions_unavailable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +37,6 @@ class Spec:
     partitions: int
     replication: int = 1
     configs: dict[str, str] = field(default_factory=dict)
-
-
-
-
 
 
 async def test_a_running_broker_answers_metadata(broker: RunningBroker) -> None:
@@ -98,3 +101,29 @@ async def test_partition_count_of_a_topic_and_of_none(broker: RunningBroker) -> 
         assert missing not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+@pytest.mark.kafka
+async def test_the_test_kafka_runs_transactions(apache_kafka: KafkaNode) -> None:
+    """The single-node Kafka of the tests has a transaction coordinator (auto: exactly once)."""
+    assert await transactions_unavailable(apache_kafka.bootstrap) is None
+
+
+@pytest.mark.kafka
+def test_a_single_node_with_the_default_transaction_log_has_no_coordinator() -> None:
+    """One node cannot hold a transaction log of 3 replicas (Kafka's default): the
+    coordinator never comes, and the answer says so and what to set."""
+    overrides = {"transaction.state.log.replication.factor": "3"}
+    with KafkaNode(overrides=overrides) as node:
+        reason = asyncio.run(transactions_unavailable(node.bootstrap, timeout=3))
+    assert reason is not None
+    assert "no transaction coordinator after 3 s" in reason
+    assert "transaction.state.log.replication.factor=1" in reason
+
+
+async def test_transactions_without_a_broker_say_so() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # a port nothing listens on
+        port = sock.getsockname()[1]
+        reason = await transactions_unavailable(f"127.0.0.1:{port}", timeout=3)
+    assert reason is not None and "did not answer" in reason

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from broker import RunningBroker
+from broker import BROKER_GUARANTEES, RunningBroker
 from support import SandboxThread, requests_for
 
 from streams.assembly import verifier_factory
@@ -187,24 +187,44 @@ async def first_verdicts(
     return records
 
 
+@pytest.mark.parametrize(("broker", "guarantee"), BROKER_GUARANTEES, indirect=["broker"])
 async def test_a_request_seen_again_gets_the_very_same_verdict(
-    world_sb: SandboxThread, broker: RunningBroker
+    world_sb: SandboxThread, broker: RunningBroker, guarantee: str
 ) -> None:
-    """The same request processed twice (as after a crash) gets identical verdict bytes."""
-    settings = pipeline_settings(world_sb, broker)
+    """The same request processed twice (as after a crash): at least once it gets
+    identical verdict bytes again; exactly once (auto, on Kafka) no second verdict."""
+    settings = pipeline_settings(world_sb, broker, processing_guarantee=guarantee)
     async with PipelineRun(settings, verifier_factory(settings)) as running:
-        assert running.pipeline is not None
+        pipeline = running.pipeline
+        assert pipeline is not None
         request = requests_for(["alice@strict.test"])
         await running.verify(request, timeout=60)
         await asyncio.sleep(0.05)  # a later verified_at, were it verified again
         await produce_requests(
             broker.bootstrap, settings.input_topic, request, allowed_tlds=("test",)
         )
-        records = await first_verdicts(broker, settings, 2)
-        resent = running.pipeline.outputs.resent
-    assert [r.request_id for r in records] == [request[0].request_id] * 2
-    assert records[1] == records[0]  # every field, verified_at and latency_ms included
-    assert resent == 1
+        if pipeline.exactly_once:
+            async with asyncio.timeout(30):
+                while pipeline.outputs.answered_already == 0:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # a second verdict, were one sent, committed by now
+            records = [
+                record
+                async for record in read_verdicts(
+                    broker.bootstrap, settings.verdict_topic, to_end=True
+                )
+            ]
+        else:
+            records = await first_verdicts(broker, settings, 2)
+        outputs = pipeline.outputs
+    assert pipeline.exactly_once == (broker.kind == "kafka" and guarantee == "auto")
+    if pipeline.exactly_once:
+        assert [r.request_id for r in records] == [request[0].request_id]
+        assert (outputs.resent, outputs.answered_already) == (0, 1)
+    else:
+        assert [r.request_id for r in records] == [request[0].request_id] * 2
+        assert records[1] == records[0]  # every field, verified_at and latency_ms included
+        assert (outputs.resent, outputs.answered_already) == (1, 0)
 
 
 async def test_a_request_id_reused_for_another_address_gets_its_own_verdict(
@@ -284,12 +304,16 @@ async def test_input_keyed_by_domain_skips_the_first_rekey(
         assert 1 <= await count_records(broker.bootstrap, by_domain, 2) < len(others)
 
 
+@pytest.mark.parametrize(("broker", "guarantee"), BROKER_GUARANTEES, indirect=["broker"])
 async def test_a_restarted_worker_sends_the_very_same_verdicts_again(
-    world_sb: SandboxThread, broker: RunningBroker
+    world_sb: SandboxThread, broker: RunningBroker, guarantee: str
 ) -> None:
-    """The ``sent`` table is rebuilt from its changelog, which holds a message per batch
-    of verdicts; the probe stage gets a message per mail host and batch, not per address."""
-    settings = pipeline_settings(world_sb, broker)
+    """The ``sent`` table is rebuilt from its changelog; the requests submitted again get
+    their verdicts again, byte for byte (at least once), or none (exactly once: answered
+    already). At least once the changelog holds a message per batch of verdicts,
+    exactly once one per verdict (in its transaction); the probe stage gets a message
+    per mail host and batch, not per address."""
+    settings = pipeline_settings(world_sb, broker, processing_guarantee=guarantee)
     requests = requests_for(["alice@strict.test", "nobody@strict.test"] * 20)
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         first = await running.verify(requests, timeout=60)
@@ -298,17 +322,36 @@ async def test_a_restarted_worker_sends_the_very_same_verdicts_again(
     changelog = await count_records(broker.bootstrap, topology.sent_changelog.name, n)
     by_host = await count_records(broker.bootstrap, topology.by_host.name, n)
     async with PipelineRun(settings, verifier_factory(settings)) as again:
-        assert again.pipeline is not None
+        pipeline = again.pipeline
+        assert pipeline is not None
         await produce_requests(
             broker.bootstrap, settings.input_topic, requests, allowed_tlds=("test",)
         )
-        records = await first_verdicts(broker, settings, 2 * len(requests))
-        resent = again.pipeline.outputs.resent
+        if pipeline.exactly_once:
+            async with asyncio.timeout(60):
+                while pipeline.outputs.answered_already < len(requests):
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # second verdicts, were any sent, committed by now
+            records = [
+                record
+                async for record in read_verdicts(
+                    broker.bootstrap, settings.verdict_topic, to_end=True
+                )
+            ]
+        else:
+            records = await first_verdicts(broker, settings, 2 * len(requests))
+        outputs = pipeline.outputs
     assert len(first) == len(requests)
-    assert resent == len(requests)
     by_id: dict[str, list[VerdictRecord]] = {}
     for record in records:
         by_id.setdefault(record.request_id, []).append(record)
-    assert all(len(pair) == 2 and pair[0] == pair[1] for pair in by_id.values())
-    assert 1 <= changelog < len(requests) / 2
+    assert by_id.keys() == {r.request_id for r in requests}
     assert 1 <= by_host < len(requests) / 2
+    if pipeline.exactly_once:
+        assert (outputs.resent, outputs.answered_already) == (0, len(requests))
+        assert all(len(copies) == 1 for copies in by_id.values())
+        assert changelog >= len(requests)
+    else:
+        assert (outputs.resent, outputs.answered_already) == (len(requests), 0)
+        assert all(len(pair) == 2 and pair[0] == pair[1] for pair in by_id.values())
+        assert 1 <= changelog < len(requests) / 2
