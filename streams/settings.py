@@ -264,10 +264,10 @@ class Settings(BaseSettings):
     )
     processing_guarantee: Literal["auto", "at_least_once", "exactly_once"] = Field(
         default="auto",
-        description="exactly_once (Apache Kafka only): Kafka transactions, each verdict "
-        "once for a read_committed consumer; at_least_once: a crash may repeat a verdict "
-        "(byte for byte). auto: exactly_once when the broker has a transaction coordinator, "
-        "else at_least_once (always on Tansu).",
+        description="at_least_once: a crash may repeat a verdict (byte for byte); "
+        "exactly_once (Apache Kafka with a transaction coordinator, still under test): "
+        "Kafka transactions, each verdict once for a read_committed consumer. "
+        "auto: at_least_once, for now.",
     )
     app_id: str = Field(default="mxprobe", pattern=r"^[A-Za-z0-9._-]+$")
     input_topic: str = Field(default="addresses", pattern=r"^[A-Za-z0-9._-]+$")

@@ -90,44 +90,42 @@ COMMIT_INTERVAL = 0.2
 def exactly_once(guarantee: str, *, tansu: bool, transactions: str | None = None) -> bool:
     """Whether the pipeline runs in Kafka transactions, for ``processing_guarantee``.
 
-    ``auto`` (the default) is exactly-once on a broker that runs transactions
-    (Apache Kafka with a transaction log) and at-least-once on Tansu, which
-    has none, or on a broker whose transaction coordinator does not answer
-    (then with a warning naming why). Measured on Kafka with 5,000 requests and
-    one of two workers SIGKILLed (README, Delivery): nothing lost, nothing
-    repeated for a ``read_committed`` reader.
+    ``auto`` (the default) is at least once on both brokers for now. In the
+    fault measurement (README, Delivery: 5,000 requests, one of two workers
+    SIGKILLed) exactly once lost nothing and repeated nothing, but a worker
+    killed 50 verdicts into a load of 600 still left 2 requests without a
+    verdict once. ``exactly_once`` runs it, with a warning.
 
     Args:
         guarantee: ``auto``, ``at_least_once`` or ``exactly_once``.
         tansu: the broker is Tansu.
         transactions: why the broker cannot run transactions, None if it can
-            (:func:`~streams.pipeline.kafka_admin.transactions_unavailable`; not
-            asked on Tansu or for ``at_least_once``).
+            (:func:`~streams.pipeline.kafka_admin.transactions_unavailable`;
+            asked only for ``exactly_once`` on Kafka).
 
     Raises:
         ConfigError: ``exactly_once`` on a broker without transactions.
     """
-    if guarantee == "at_least_once":
+    if guarantee != "exactly_once":
         return False
     if tansu:
-        if guarantee == "exactly_once":
-            raise ConfigError(
-                "MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and the "
-                "embedded broker (Tansu) has none: use auto or at_least_once there, or "
-                "an Apache Kafka broker."
-            )
-        return False
-    if transactions is not None:
-        if guarantee == "exactly_once":
-            raise ConfigError(
-                f"MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and "
-                f"{transactions}: fix the broker, or use auto or at_least_once."
-            )
-        log.warning(
-            "pipeline.at_least_once",
-            extra={"detail": f"running at least once, not exactly once: {transactions}"},
+        raise ConfigError(
+            "MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and the "
+            "embedded broker (Tansu) has none: use auto or at_least_once there, or "
+            "an Apache Kafka broker."
         )
-        return False
+    if transactions is not None:
+        raise ConfigError(
+            f"MXPROBE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and "
+            f"{transactions}: fix the broker, or use auto or at_least_once."
+        )
+    log.warning(
+        "pipeline.exactly_once_under_test",
+        extra={
+            "detail": "exactly-once is still under test: a worker SIGKILLed early in a "
+            "load left requests without a verdict (README, Delivery)."
+        },
+    )
     return True
 
 

@@ -306,7 +306,7 @@ class PipelineRun:
         guarantee = self.settings.processing_guarantee
         try:
             transactions = None
-            if guarantee != "at_least_once" and not self.on_tansu:
+            if guarantee == "exactly_once" and not self.on_tansu:
                 transactions = await transactions_unavailable(self.bootstrap)
             self.pipeline = pipeline = Pipeline(
                 self.settings,

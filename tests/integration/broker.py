@@ -75,11 +75,10 @@ def broker(request: pytest.FixtureRequest) -> RunningBroker:
 
 
 #: ``@pytest.mark.parametrize(("broker", "guarantee"), BROKER_GUARANTEES, indirect=["broker"])``:
-#: each guarantee a broker has, once (on Tansu ``auto`` is at least once; on Kafka
-#: ``auto`` is exactly once, and at least once is asked for).
+#: each guarantee a broker has, once (Tansu: at least once; Kafka: both).
 BROKER_GUARANTEES = [
     pytest.param("tansu", "auto", id="tansu-auto"),
-    pytest.param("kafka", "auto", marks=pytest.mark.kafka, id="kafka-auto"),
+    pytest.param("kafka", "exactly_once", marks=pytest.mark.kafka, id="kafka-exactly_once"),
     pytest.param("kafka", "at_least_once", marks=pytest.mark.kafka, id="kafka-at_least_once"),
 ]
 

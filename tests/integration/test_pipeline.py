@@ -192,7 +192,7 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
     world_sb: SandboxThread, broker: RunningBroker, guarantee: str
 ) -> None:
     """The same request processed twice (as after a crash): at least once it gets
-    identical verdict bytes again; exactly once (auto, on Kafka) no second verdict."""
+    identical verdict bytes again; exactly once (on Kafka) no second verdict."""
     settings = pipeline_settings(world_sb, broker, processing_guarantee=guarantee)
     async with PipelineRun(settings, verifier_factory(settings)) as running:
         pipeline = running.pipeline
@@ -217,7 +217,7 @@ async def test_a_request_seen_again_gets_the_very_same_verdict(
         else:
             records = await first_verdicts(broker, settings, 2)
         outputs = pipeline.outputs
-    assert pipeline.exactly_once == (broker.kind == "kafka" and guarantee == "auto")
+    assert pipeline.exactly_once == (guarantee == "exactly_once")
     if pipeline.exactly_once:
         assert [r.request_id for r in records] == [request[0].request_id]
         assert (outputs.resent, outputs.answered_already) == (0, 1)

@@ -15,8 +15,7 @@ NO_COORDINATOR = "the broker at 127.0.0.1:9092 has no transaction coordinator af
     ("guarantee", "tansu", "transactions", "expected"),
     [
         ("auto", True, None, False),
-        ("auto", False, None, True),  # Kafka with transactions
-        ("auto", False, NO_COORDINATOR, False),
+        ("auto", False, None, False),  # not the default yet: still under test on Kafka
         ("at_least_once", True, None, False),
         ("at_least_once", False, None, False),
         ("exactly_once", False, None, True),
@@ -38,16 +37,9 @@ def test_exactly_once_without_a_coordinator_is_refused_naming_why() -> None:
         exactly_once("exactly_once", tansu=False, transactions=NO_COORDINATOR)
 
 
-def test_auto_without_a_coordinator_warns_why(caplog: pytest.LogCaptureFixture) -> None:
-    assert not exactly_once("auto", tansu=False, transactions=NO_COORDINATOR)
-    [record] = caplog.records
-    assert record.msg == "pipeline.at_least_once"
-    assert NO_COORDINATOR in record.detail  # type: ignore[attr-defined]
-
-
-def test_exactly_once_with_transactions_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+def test_exactly_once_warns_that_it_is_under_test(caplog: pytest.LogCaptureFixture) -> None:
     assert exactly_once("exactly_once", tansu=False)
-    assert caplog.records == []
+    assert [r.msg for r in caplog.records] == ["pipeline.exactly_once_under_test"]
 
 
 def test_an_unknown_guarantee_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
