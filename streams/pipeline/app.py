@@ -18,8 +18,8 @@ At least once (Tansu, or ``processing_guarantee=at_least_once``): an event's
 offset is committed once its stage has handled it, and never past an event
 still being handled (:mod:`streams.pipeline.offsets`), so a crash
 re-processes it; a duplicate verdict carries the same request_id and the
-same bytes (the ``sent`` table). Exactly once (Apache Kafka with a
-transaction coordinator, by default): Kafka transactions, each request's
+same bytes (the ``sent`` table). Exactly once (Apache Kafka only, opt-in
+while under test): Kafka transactions, each request's
 verdict once for a ``read_committed`` consumer
 (:mod:`streams.pipeline.exactly_once`). Values travel as raw bytes and are
 decoded in the stages, so that a bad event can go to the dead-letter topic
